@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from einops import einsum

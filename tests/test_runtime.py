@@ -12,7 +12,8 @@ def test_version_and_exports():
 
 def test_get_device_order(monkeypatch):
     monkeypatch.delenv("STABOOK_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    mps = torch.backends.mps.is_available()
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if mps else "cpu")
     assert get_device().type == expected
 
 
