@@ -1,6 +1,7 @@
 """stabook: the package behind the Sparse Transformation Analysis book.
 
-One chapter, one module: ``stabook.fields`` (chapter 2, Helmholtz decomposition), and the device and
+One chapter, one module: ``stabook.data`` (chapter 1, the sequences), ``stabook.fields`` (chapter 2, the
+Helmholtz decomposition), ``stabook.viz`` (figures), and the device and
 seeding helpers in ``stabook.runtime``.
 """
 

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from matplotlib import animation
 
-__all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation"]
+__all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation",
+           "show_sequences", "plot_spike_raster", "animate_sequences"]
 
 
 def use_book_style(dpi: int = 72):
@@ -102,3 +103,65 @@ def plot_field_mix(ax, potential, rotational, mix: float, n: int = 25, lim: floa
     shape = X.shape
     return plot_field(ax, X, Y, v[:, 0].reshape(shape), v[:, 1].reshape(shape), div.reshape(shape),
                       title=f"mix = {mix:.2f}", background_label="div v")
+
+
+def _to_hwc(img: torch.Tensor) -> np.ndarray:
+    """``[C, H, W]`` in [0, 1] to an ``[H, W, C]`` (or ``[H, W]``) array for ``imshow``."""
+    img = img.detach().cpu().clamp(0, 1)
+    return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+
+
+def show_sequences(frames: torch.Tensor, row_labels=None, size: float = 0.9, title: str | None = None):
+    """Image grid of sequences ``[B, T + 1, C, H, W]``: one row per sequence, one column per frame."""
+    B, T1 = frames.shape[:2]
+    fig, axes = plt.subplots(B, T1, figsize=(size * T1, size * B), squeeze=False)
+    for b in range(B):
+        for t in range(T1):
+            ax = axes[b, t]
+            ax.imshow(_to_hwc(frames[b, t]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if b == 0:
+                ax.set_title(f"t={t}", fontsize=8)
+        if row_labels is not None:
+            axes[b, 0].set_ylabel(row_labels[b], fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return fig
+
+
+def plot_spike_raster(ax, spikes: torch.Tensor, names, speeds: torch.Tensor | None = None, title: str = ""):
+    """Raster of spikes ``[T, K]`` (steps across, transformations down); shade by ``speeds`` if given."""
+    values = (speeds if speeds is not None else spikes).detach().cpu().numpy().T
+    ax.imshow(values, aspect="auto", cmap="Greys", vmin=0, vmax=max(1.0, float(values.max())),
+              interpolation="nearest", extent=(0.5, values.shape[1] + 0.5, values.shape[0] - 0.5, -0.5))
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.set_xlabel("step t")
+    ax.set_title(title)
+    return ax
+
+
+def animate_sequences(frames: torch.Tensor, labels=None, size: float = 1.6, interval: int = 300, dpi: int = 60):
+    """Animate sequences ``[B, T + 1, C, H, W]`` side by side; returns a ``FuncAnimation``."""
+    B, T1 = frames.shape[:2]
+    fig, axes = plt.subplots(1, B, figsize=(size * B, size * 1.15), squeeze=False, dpi=dpi)
+    images = []
+    for b, ax in enumerate(axes[0]):
+        images.append(ax.imshow(_to_hwc(frames[b, 0]), cmap="gray", vmin=0, vmax=1))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if labels is not None:
+            ax.set_title(labels[b], fontsize=8)
+
+    def update(t):
+        for b, im in enumerate(images):
+            im.set_data(_to_hwc(frames[b, t]))
+        return images
+
+    anim = animation.FuncAnimation(fig, update, frames=T1, interval=interval, blit=True)
+    plt.close(fig)
+    return anim
