@@ -1,8 +1,11 @@
 """stabook: the package behind the Sparse Transformation Analysis book.
 
-One chapter, one module: ``stabook.data`` (chapter 1, the sequences), ``stabook.fields`` (chapter 2, the
-Helmholtz decomposition), ``stabook.viz`` (figures), and the device and
-seeding helpers in ``stabook.runtime``.
+One chapter, one module:
+
+* ``stabook.data``: chapter 1, sequences of transformations;
+* ``stabook.fields``: chapter 2, potential and rotational fields (the Helmholtz decomposition);
+* ``stabook.flow``: chapter 3, the probability flow and its density;
+* ``stabook.viz``: figures and animations; ``stabook.runtime``: device and seeding.
 """
 
 from .runtime import get_device, seed_everything

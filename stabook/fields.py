@@ -76,79 +76,97 @@ def rademacher(shape, like: torch.Tensor, generator: torch.Generator | None = No
 
 
 class TanhScalarNet(nn.Module):
-    """Scalar network ``f(z, t) = sum_k w_k tanh(a_k) + c``, ``a = W z + b + W_t phi(t)``.
+    """Scalar network ``f(z, t) = sum_k w_k tanh(a_k) + c``, ``a = W z + b + W_t phi(t)``, or a stack of ``M``.
 
-    ``phi(t)`` holds sines and cosines of ``t`` at fixed frequencies (a smooth time embedding).
-    All derivatives in ``z`` and ``t`` are closed form:
+    ``phi(t)`` holds sines and cosines of ``t`` at fixed frequencies (a smooth time embedding). With
+    ``n_fields=M`` the parameters carry a leading field axis and every output gains an ``M`` axis after the
+    batch axis (all ``M`` networks are evaluated by one ``einsum``, no loop over fields); with
+    ``n_fields=None`` that axis is dropped. All derivatives in ``z`` and ``t`` are closed form:
 
-    * gradient ``W^T (w * tanh'(a))`` -> ``[B, D]``
-    * Hessian ``W^T diag(w * tanh''(a)) W`` -> ``[B, D, D]``
-    * Laplacian ``sum_k w_k tanh''(a_k) |W_k|^2`` -> ``[B]``
-    * time derivative ``sum_k w_k tanh'(a_k) (W_t phi'(t))_k`` -> ``[B]``
+    * gradient ``W^T (w * tanh'(a))`` -> ``[B, (M,) D]``
+    * Hessian ``W^T diag(w * tanh''(a)) W`` -> ``[B, (M,) D, D]``
+    * Laplacian ``sum_k w_k tanh''(a_k) |W_k|^2`` -> ``[B, (M,)]``
+    * time derivative ``sum_k w_k tanh'(a_k) (W_t phi'(t))_k`` -> ``[B, (M,)]``
 
-    Its Hessian is bounded by ``max|tanh''| sum_k |w_k| |W_k|^2``, which training code can monitor.
+    Its Hessian is bounded by ``max|tanh''| sum_k |w_k| |W_k|^2`` (:meth:`hessian_bound`).
     """
 
-    def __init__(self, dim: int, hidden: int = 64, time_dependent: bool = True, n_freq: int = 8):
+    def __init__(self, dim: int, hidden: int = 64, time_dependent: bool = True, n_fields: int | None = None,
+                 n_freq: int = 8):
         super().__init__()
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive int, got {hidden!r}")
-        self.dim, self.hidden, self.time_dependent = dim, hidden, time_dependent
-        self.inner = nn.Linear(dim, hidden)
-        self.outer = nn.Linear(hidden, 1)
+        if n_fields is not None and (not isinstance(n_fields, int) or n_fields < 1):
+            raise ValueError(f"n_fields must be None or a positive int, got {n_fields!r}")
+        self.dim, self.hidden, self.time_dependent, self.n_fields = dim, hidden, time_dependent, n_fields
+        M = n_fields or 1
+        uniform = lambda *shape, fan_in: nn.Parameter((torch.rand(*shape) * 2 - 1) / math.sqrt(fan_in))  # noqa: E731
+        self.W = uniform(M, hidden, dim, fan_in=dim)           # like nn.Linear's initialisation
+        self.b = uniform(M, hidden, fan_in=dim)
+        self.w = uniform(M, hidden, fan_in=hidden)
+        self.c = uniform(M, fan_in=hidden)
         if time_dependent:
-            self.time_proj = nn.Linear(2 * n_freq, hidden, bias=False)
+            self.W_t = uniform(M, hidden, 2 * n_freq, fan_in=2 * n_freq)
             freqs = torch.exp(torch.linspace(math.log(0.05), math.log(2.0), n_freq))
             self.register_buffer("freqs", freqs)
 
-    def _pre(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = self.inner(z)
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.n_fields is not None else x.squeeze(1)
+
+    def _pre(self, z, t):                                       # [B, M, H]
+        a = torch.einsum("bd,mhd->bmh", z, self.W) + self.b
         if self.time_dependent:
             angle = t[:, None] * self.freqs
-            a = a + self.time_proj(torch.cat([angle.sin(), angle.cos()], dim=-1))
+            a = a + torch.einsum("bf,mhf->bmh", torch.cat([angle.sin(), angle.cos()], -1), self.W_t)
         return a
-
-    def value(self, z, t):
-        """``f(z, t)``, ``[B]``."""
-        return self.outer(torch.tanh(self._pre(z, t))).squeeze(-1)
 
     def _slopes(self, z, t):
         th = torch.tanh(self._pre(z, t))
-        w = self.outer.weight[0]
-        d1 = 1 - th**2                     # tanh'(a)
-        return th, w, d1, -2 * th * d1     # tanh''(a) = -2 tanh(a) tanh'(a)
+        d1 = 1 - th**2                                          # tanh'(a)
+        return th, self.w * d1, self.w * (-2 * th * d1)          # tanh''(a) = -2 tanh(a) tanh'(a)
+
+    def value(self, z, t):
+        """``f(z, t)``, ``[B, (M,)]``."""
+        return self._out((torch.tanh(self._pre(z, t)) * self.w).sum(-1) + self.c)
 
     def grad(self, z, t):
-        """``grad_z f``, ``[B, D]``."""
-        _, w, d1, _ = self._slopes(z, t)
-        return (w * d1) @ self.inner.weight
+        """``grad_z f``, ``[B, (M,) D]``."""
+        _, wd1, _ = self._slopes(z, t)
+        return self._out(torch.einsum("bmh,mhd->bmd", wd1, self.W))
 
     def hessian(self, z, t):
-        """``d^2 f / dz dz``, ``[B, D, D]``."""
-        _, w, _, d2 = self._slopes(z, t)
-        W = self.inner.weight
-        return einsum(w * d2, W, W, "b h, h i, h j -> b i j")
+        """``d^2 f / dz dz``, ``[B, (M,) D, D]``."""
+        _, _, wd2 = self._slopes(z, t)
+        return self._out(einsum(wd2, self.W, self.W, "b m h, m h i, m h j -> b m i j"))
 
     def laplacian(self, z, t):
-        """``sum_i d^2 f / dz_i^2``, ``[B]``."""
-        _, w, _, d2 = self._slopes(z, t)
-        return (w * d2) @ (self.inner.weight**2).sum(dim=1)
+        """``sum_i d^2 f / dz_i^2``, ``[B, (M,)]``."""
+        _, _, wd2 = self._slopes(z, t)
+        return self._out(torch.einsum("bmh,mh->bm", wd2, (self.W**2).sum(-1)))
 
     def hessian_quadratic_form(self, z, t, eps):
-        """``eps^T Hess f eps`` for probes ``eps`` of shape ``[..., B, D]`` -> ``[..., B]``."""
-        _, w, _, d2 = self._slopes(z, t)
-        return ((eps @ self.inner.weight.T) ** 2 * (w * d2)).sum(-1)
+        """``eps^T Hess f eps`` for probes ``eps`` of shape ``[..., B, D]`` -> ``[..., B, (M,)]``."""
+        _, _, wd2 = self._slopes(z, t)
+        proj = torch.einsum("...bd,mhd->...bmh", eps, self.W)
+        q = (proj**2 * wd2).sum(-1)
+        return q if self.n_fields is not None else q.squeeze(-1)
 
     def time_derivative(self, z, t):
-        """``d f / dt``, ``[B]`` (zero for a time-independent network)."""
+        """``d f / dt``, ``[B, (M,)]`` (zero for a time-independent network)."""
         if not self.time_dependent:
-            return z.new_zeros(z.shape[0])
-        _, w, d1, _ = self._slopes(z, t)
+            return self._out(z.new_zeros(z.shape[0], self.W.shape[0]))
+        _, wd1, _ = self._slopes(z, t)
         angle = t[:, None] * self.freqs
         dphi = torch.cat([self.freqs * angle.cos(), -self.freqs * angle.sin()], dim=-1)
-        return (w * d1 * (dphi @ self.time_proj.weight.T)).sum(-1)
+        return self._out((wd1 * torch.einsum("bf,mhf->bmh", dphi, self.W_t)).sum(-1))
+
+    def hessian_bound(self) -> torch.Tensor:
+        """An upper bound on the spectral norm of the Hessian, ``[(M,)]``: ``max|tanh''| sum_k |w_k||W_k|^2``
+        with ``max|tanh''| = 4 / (3 sqrt 3)``."""
+        bound = 4 / (3 * math.sqrt(3)) * (self.w.abs() * (self.W**2).sum(-1)).sum(-1)
+        return bound if self.n_fields is not None else bound.squeeze(0)
 
 
 class VectorField(nn.Module, abc.ABC):
@@ -176,34 +194,38 @@ class PotentialField(VectorField):
     >>> field = PotentialField(dim=4)
     >>> field(torch.randn(8, 4), t=1.0).shape
     torch.Size([8, 4])
+
+    ``n_fields=M`` holds ``M`` independent potentials evaluated together: every output gains an ``M`` axis
+    after the batch axis (``[B, M, D]`` velocities). The generic tools (:func:`divergence`, :func:`jacobian`)
+    take single fields.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, time_dependent: bool = True):
+    def __init__(self, dim: int, hidden: int = 64, time_dependent: bool = True, n_fields: int | None = None):
         super().__init__()
-        self.dim = dim
-        self.u = TanhScalarNet(dim, hidden, time_dependent)
+        self.dim, self.n_fields = dim, n_fields
+        self.u = TanhScalarNet(dim, hidden, time_dependent, n_fields)
 
     def velocity(self, z, t):
         return self.u.grad(z, t)
 
     def potential(self, z, t=None):
-        """``u(z, t)``, ``[B]``."""
+        """``u(z, t)``, ``[B, (M,)]``."""
         z, t = self.check(z, t)
         return self.u.value(z, t)
 
     def jacobian(self, z, t=None):
-        """``J_v = Hess u``, symmetric, ``[B, D, D]``."""
+        """``J_v = Hess u``, symmetric, ``[B, (M,) D, D]``."""
         z, t = self.check(z, t)
         return self.u.hessian(z, t)
 
     def time_derivative(self, z, t=None):
-        """``d_t u(z, t)``, ``[B]`` (used by the Hamilton-Jacobi residual)."""
+        """``d_t u(z, t)``, ``[B, (M,)]`` (used by the Hamilton-Jacobi residual)."""
         z, t = self.check(z, t)
         return self.u.time_derivative(z, t)
 
     def laplacian(self, z, t=None, method: str = "exact", n_probes: int = 1,
                   generator: torch.Generator | None = None):
-        """``div v = Laplacian u``, ``[B]``.
+        """``div v = Laplacian u``, ``[B, (M,)]``.
 
         ``method="exact"`` sums the Hessian diagonal in closed form; ``"hutchinson"`` averages
         ``eps^T Hess(u) eps`` over ``n_probes`` Rademacher probes (unbiased, for large ``D``).
@@ -227,45 +249,51 @@ class RotationalField(VectorField):
     and ``v = s (dH/dz_2, -dH/dz_1)``: the stream-function form, complete for 2-D divergence-free fields.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, time_dependent: bool = False, rank: int | None = None):
+    def __init__(self, dim: int, hidden: int = 64, time_dependent: bool = False, rank: int | None = None,
+                 n_fields: int | None = None):
         super().__init__()
         if dim < 2:
             raise ValueError(f"dim must be >= 2 for a rotational field (in 1-D only constants are "
                              f"divergence-free), got {dim}")
-        self.dim = dim
-        self.H = TanhScalarNet(dim, hidden, time_dependent)
+        self.dim, self.n_fields = dim, n_fields
+        self.H = TanhScalarNet(dim, hidden, time_dependent, n_fields)
         self.rank = rank
+        M = n_fields or 1
         if rank is None:
-            self.L = nn.Parameter(torch.randn(dim, dim) / math.sqrt(dim))
+            self.L = nn.Parameter(torch.randn(M, dim, dim) / math.sqrt(dim))
         else:
             if not isinstance(rank, int) or rank < 1:
                 raise ValueError(f"rank must be None or a positive int, got {rank!r}")
-            self.A = nn.Parameter(torch.randn(dim, rank) / math.sqrt(dim))
-            self.B = nn.Parameter(torch.randn(dim, rank) / math.sqrt(dim))
+            self.A = nn.Parameter(torch.randn(M, dim, rank) / math.sqrt(dim))
+            self.B = nn.Parameter(torch.randn(M, dim, rank) / math.sqrt(dim))
 
     @property
     def S(self) -> torch.Tensor:
-        """The antisymmetric matrix ``[D, D]``."""
-        M = self.L if self.rank is None else self.A @ self.B.T
-        return M - M.T
+        """The antisymmetric matrices ``[(M,) D, D]`` (``n_fields=M`` stacks ``M`` fields)."""
+        L = self.L if self.rank is None else self.A @ self.B.transpose(-1, -2)
+        S = L - L.transpose(-1, -2)
+        return S if self.n_fields is not None else S[0]
 
     def velocity(self, z, t):
-        return self.H.grad(z, t) @ self.S.T
+        grad = self.H.grad(z, t)
+        if self.n_fields is None:
+            return grad @ self.S.T
+        return torch.einsum("bmj,mij->bmi", grad, self.S)
 
     def hamiltonian(self, z, t=None):
-        """``H(z, t)``, ``[B]``; conserved along the field's flow (``v . grad H = 0``)."""
+        """``H(z, t)``, ``[B, (M,)]``; conserved along the field's flow (``v . grad H = 0``)."""
         z, t = self.check(z, t)
         return self.H.value(z, t)
 
     def jacobian(self, z, t=None):
-        """``J_v = S Hess H``, ``[B, D, D]`` (traceless)."""
+        """``J_v = S Hess H``, ``[B, (M,) D, D]`` (traceless)."""
         z, t = self.check(z, t)
         return self.S @ self.H.hessian(z, t)
 
     def divergence(self, z, t=None):
-        """Exactly zero by construction, ``[B]``."""
+        """Exactly zero by construction, ``[B, (M,)]``."""
         z, _ = self.check(z, t)
-        return z.new_zeros(z.shape[0])
+        return z.new_zeros(z.shape[0], *(() if self.n_fields is None else (self.n_fields,)))
 
 
 class ConservationLawField(VectorField):

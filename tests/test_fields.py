@@ -160,7 +160,7 @@ def test_integrate_rotational_flow_preserves_cell_areas():
     lattice = torch.stack([X, Y], -1).reshape(-1, 2)
     rot, pot = RotationalField(2).double(), PotentialField(2).double()
     with torch.no_grad():
-        pot.u.outer.weight.mul_(8)
+        pot.u.w.mul_(8)
         la_rot = cell_log_areas(integrate(rot, lattice, 0, 3, 100).reshape(101, 21, 21, 2))
         la_pot = cell_log_areas(integrate(pot, lattice, 0, 3, 100).reshape(101, 21, 21, 2))
     assert (la_rot[-1] - la_rot[0]).abs().max() < 1e-3
