@@ -5,6 +5,7 @@ One chapter, one module:
 * ``stabook.data``: chapter 1, sequences of transformations;
 * ``stabook.fields``: chapter 2, potential and rotational fields (the Helmholtz decomposition);
 * ``stabook.flow``: chapter 3, the probability flow and its density;
+* ``stabook.sparse``: chapter 4, the spike-and-slab speed prior and posterior;
 * ``stabook.viz``: figures and animations; ``stabook.runtime``: device and seeding.
 """
 

@@ -15,7 +15,6 @@ Speeds ``g_t = y_t * s_t`` for ``M`` fields over ``T`` transitions, shapes ``[B,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -300,11 +299,3 @@ def evaluate_supervised(posterior: SpeedPosterior, generator, n: int = 256, seed
     for k, name in enumerate(generator.transformations):
         result[f"accuracy_{name}"] = (predicted[..., k] == batch.spikes[..., k]).float().mean().item()
     return result
-
-
-def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
-    """Entropy of Bernoulli(p) in nats (used by the chapter's Monte Carlo checks)."""
-    return Bernoulli(probs=p).entropy()
-
-
-LOG2 = math.log(2.0)

@@ -8,7 +8,7 @@ import torch
 from matplotlib import animation
 
 __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation",
-           "show_sequences", "plot_spike_raster", "animate_sequences"]
+           "show_sequences", "plot_spike_raster", "animate_sequences", "plot_relaxed_spikes"]
 
 
 def use_book_style(dpi: int = 72):
@@ -165,3 +165,17 @@ def animate_sequences(frames: torch.Tensor, labels=None, size: float = 1.6, inte
     anim = animation.FuncAnimation(fig, update, frames=T1, interval=interval, blit=True)
     plt.close(fig)
     return anim
+
+
+def plot_relaxed_spikes(ax, prob: float, temperature: float, n: int = 20_000, seed: int = 0, bins: int = 40):
+    """Histogram of ``RelaxedBernoulli(temperature, probs=prob)`` samples, with the share above 1/2."""
+    from .sparse import relaxed_spikes
+
+    with torch.random.fork_rng(devices=[]):          # seeded draws without touching the global stream
+        torch.manual_seed(seed)
+        y = relaxed_spikes(torch.full((n,), float(np.log(prob / (1 - prob)))), temperature).numpy()
+    ax.hist(y, bins=bins, range=(0, 1), density=True, color="tab:purple")
+    ax.set_title(f"p = {prob:.2f}, tau = {temperature:.2f}", fontsize=9)
+    ax.set_yticks([])
+    ax.text(0.5, 0.92, f"P(y > 1/2) = {(y > 0.5).mean():.2f}", transform=ax.transAxes, ha="center", fontsize=8)
+    return ax
