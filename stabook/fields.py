@@ -76,7 +76,10 @@ def rademacher(shape, like: torch.Tensor, generator: torch.Generator | None = No
 
 
 class TanhScalarNet(nn.Module):
-    """Scalar network ``f(z, t) = sum_k w_k tanh(a_k) + c``, ``a = W z + b + W_t phi(t)``, or a stack of ``M``.
+    """Scalar network ``f(z, t) = sum_k w_k tanh(a_k)``, ``a = W z + b + W_t phi(t)``, or a stack of ``M``.
+
+    (No output bias: a constant shifts the potential without changing any velocity, so it could never be
+    trained.)
 
     ``phi(t)`` holds sines and cosines of ``t`` at fixed frequencies (a smooth time embedding). With
     ``n_fields=M`` the parameters carry a leading field axis and every output gains an ``M`` axis after the
@@ -106,7 +109,6 @@ class TanhScalarNet(nn.Module):
         self.W = uniform(M, hidden, dim, fan_in=dim)           # like nn.Linear's initialisation
         self.b = uniform(M, hidden, fan_in=dim)
         self.w = uniform(M, hidden, fan_in=hidden)
-        self.c = uniform(M, fan_in=hidden)
         if time_dependent:
             self.W_t = uniform(M, hidden, 2 * n_freq, fan_in=2 * n_freq)
             freqs = torch.exp(torch.linspace(math.log(0.05), math.log(2.0), n_freq))
@@ -129,7 +131,7 @@ class TanhScalarNet(nn.Module):
 
     def value(self, z, t):
         """``f(z, t)``, ``[B, (M,)]``."""
-        return self._out((torch.tanh(self._pre(z, t)) * self.w).sum(-1) + self.c)
+        return self._out((torch.tanh(self._pre(z, t)) * self.w).sum(-1))
 
     def grad(self, z, t):
         """``grad_z f``, ``[B, (M,) D]``."""

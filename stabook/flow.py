@@ -84,6 +84,23 @@ class FieldBank(nn.Module):
         return self._cat(self.potential.u.hessian(z, t) if self.potential else None,
                          self.rotational.S @ self.rotational.H.hessian(z, t) if self.rotational else None)
 
+    def weighted_jacobian(self, z, t, speeds):
+        """``J_w = sum_m g^m J_m``, ``[B, D, D]``, without forming the ``[B, M, D, D]`` stack: for a potential
+        ``J = W^T diag(w tanh'') W`` and for a rotational field ``J = (S W^T) diag(w tanh'') W``."""
+        J = z.new_zeros(z.shape[0], self.dim, self.dim)
+        if self.potential:
+            u = self.potential.u
+            _, _, wd2 = u._slopes(z, t)
+            scaled = speeds[:, : self.n_potential, None] * wd2                       # [B, Mp, H]
+            J = J + torch.einsum("bmh,mhi,mhj->bij", scaled, u.W, u.W)
+        if self.rotational:
+            H = self.rotational.H
+            _, _, wd2 = H._slopes(z, t)
+            scaled = speeds[:, self.n_potential:, None] * wd2                        # [B, Mr, H]
+            SW = torch.einsum("mij,mhj->mih", self.rotational.S, H.W)                # S_m W_m^T, [Mr, D, H]
+            J = J + torch.einsum("mih,bmh,mhj->bij", SW, scaled, H.W)
+        return J
+
 
 class _FieldList(nn.Module):
     """Adapter: a sequence of single :class:`VectorField` s (any construction) used as a bank."""
@@ -151,7 +168,10 @@ def drift(fields, z: torch.Tensor, t, speeds: torch.Tensor) -> torch.Tensor:
 
 def _logdet(bank, z, t, speeds, step, method, n_probes, generator):
     if method == "exact":
-        J = torch.einsum("bm,bmij->bij", speeds, bank.jacobians(z, t))
+        if isinstance(bank, FieldBank):
+            J = bank.weighted_jacobian(z, t, speeds)
+        else:
+            J = torch.einsum("bm,bmij->bij", speeds, bank.jacobians(z, t))
         eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
         return torch.linalg.slogdet(eye + step * J).logabsdet
     if method == "first_order":

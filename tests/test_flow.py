@@ -92,10 +92,10 @@ def test_field_bank_agrees_with_a_list_of_single_fields():
     rots = [fields.RotationalField(4, 16).double() for _ in range(2)]
     with torch.no_grad():
         for m, p in enumerate(pots):
-            for name in ("W", "b", "w", "c", "W_t"):
+            for name in ("W", "b", "w", "W_t"):
                 getattr(p.u, name).copy_(getattr(bank.potential.u, name)[m])
         for m, r in enumerate(rots):
-            for name in ("W", "b", "w", "c"):
+            for name in ("W", "b", "w"):
                 getattr(r.H, name).copy_(getattr(bank.rotational.H, name)[m])
             r.L.copy_(bank.rotational.L[m])
     z, g = _z(7, 4), torch.rand(7, 4, dtype=torch.float64)

@@ -1,0 +1,81 @@
+"""Command line: ``python -m stabook train ...`` and ``python -m stabook eval RUN_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, apply_overrides, preset, train
+
+    if args.resume:
+        config_path = Path(args.resume) / "config.json"
+        if not config_path.exists():
+            print(f"error: {config_path} does not exist: is {args.resume} a run directory?", file=sys.stderr)
+            return 2
+        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    else:
+        config = preset(args.preset)
+    overrides = list(args.set or [])
+    for key in ("steps", "seed", "device", "run_dir", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = apply_overrides(config, overrides)
+    summary = train(config, resume=bool(args.resume), progress=not args.quiet, max_steps=args.max_steps)
+    if "eval" in summary:
+        ev = summary["eval"]
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in ev["equivariance_ratio"].items())
+        print(f"equivariance error / identity baseline: {ratios}; disentanglement score "
+              f"{ev['disentanglement']['score']:.2f}; written to {Path(config.run_dir) / 'eval.json'}")
+    return 0
+
+
+def _eval(args) -> int:
+    from . import data, metrics
+    from .train import TrainConfig, load_model
+
+    run_dir = Path(args.run_dir)
+    model, state = load_model(run_dir, device=args.device or "cpu")
+    config = TrainConfig.from_dict(state["train_config"])
+    images, _ = data.load_images(config.dataset)
+    test = images[data.split_indices(len(images), seed=0)["test"]]
+    result = metrics.evaluate(model, test, config.transformations, n=args.n, T=config.T, seed=config.seed + 1000)
+    out = Path(args.output) if args.output else run_dir / "eval.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stabook", description="Sparse Transformation Analysis")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train STA (a preset, with overrides), or resume a run")
+    tr.add_argument("--preset", default="tiny", help="tiny (digits, CPU) or mnist (GPU)")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--max-steps", type=int, help="stop after this step (resume later)")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--batch-size", dest="batch_size", type=int)
+    tr.add_argument("--device")
+    tr.add_argument("--run-dir", dest="run_dir")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting, e.g. latent_dim=32")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev = sub.add_parser("eval", help="evaluate a run: equivariance errors and disentanglement, as JSON")
+    ev.add_argument("run_dir")
+    ev.add_argument("--n", type=int, default=128, help="test sequences per transformation")
+    ev.add_argument("--device")
+    ev.add_argument("--output")
+    args = parser.parse_args(argv)
+    try:
+        return _train(args) if args.command == "train" else _eval(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

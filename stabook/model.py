@@ -1,0 +1,260 @@
+"""Chapter 5: the STA model and the bound it maximises (MODEL.md sections 2, 3 and 6).
+
+Sequences ``x_0 .. x_T`` are ``frames`` of shape ``[B, T + 1, C, H, W]`` with values in [0, 1]. Per sequence,
+
+    L = sum_{t=0}^{T} E_q[log p(x_t | z_t)] - KL(q(z_0 | x_0) || N(0, I)) - sum_t KL_t^flow
+        - sum_{t, m} KL_spike(t, m) - sum_{t, m} KL(q(s_t^m) || p(s)) - lambda_HJ R_HJ,
+
+in nats. :meth:`STA.forward` returns every term separately (:class:`STAOutput`), the weighted objective
+that training maximises and the unweighted bound (every weight 1, no HJ term).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from . import flow as flowlib
+from ._checks import check_tensor
+from .nets import Decoder, Encoder
+from .sparse import SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
+
+__all__ = ["STAConfig", "STA", "STAOutput", "gaussian_toy_bound", "gaussian_toy_posterior"]
+
+
+@dataclass
+class STAConfig:
+    """Architecture and objective of an :class:`STA` model."""
+
+    image_size: int = 28
+    channels: int = 3
+    latent_dim: int = 16
+    n_potential: int = 3
+    n_rotational: int = 3
+    field_hidden: int = 64
+    net_width: int = 32
+    net_hidden: int = 256
+    posterior_width: int = 32
+    posterior_hidden: int = 256
+    h: float = 1.0                 # step size of a transition
+    n_sub: int = 1                 # Euler substeps per transition
+    logdet: str = "exact"          # "exact", "first_order" or "hutchinson" (see stabook.flow)
+    pi0: float = 0.1
+    alpha: float = 0.9
+    beta: float = 0.1
+    slab_mu: float = 0.0
+    slab_sigma: float = 0.25
+    beta_flow: float = 1.0
+    beta_spike: float = 1.0
+    beta_slab: float = 1.0
+    lambda_hj: float = 1.0
+    straight_through: bool = False
+
+    def __post_init__(self):
+        if self.logdet not in flowlib.LOGDET_METHODS:
+            raise ValueError(f"logdet must be one of {flowlib.LOGDET_METHODS}, got {self.logdet!r}")
+        if self.latent_dim < 2:
+            raise ValueError(f"latent_dim must be >= 2, got {self.latent_dim}")
+        for name in ("beta_flow", "beta_spike", "beta_slab", "lambda_hj"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> STAConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown STAConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class STAOutput(NamedTuple):
+    """Every term of the objective, per sequence, in nats (``B`` sequences, ``T`` transitions, ``M`` fields)."""
+
+    recon: torch.Tensor        # [B, T + 1], log p(x_t | z_t)
+    kl_z0: torch.Tensor        # [B], KL(q(z_0 | x_0) || N(0, I)), closed form
+    kl_flow: torch.Tensor      # [B, T], one-sample estimate of KL(q_t || N(0, I))
+    kl_spike: torch.Tensor     # [B], exact spike KL summed over t and m
+    kl_slab: torch.Tensor      # [B], slab KL summed over t and m
+    hj: torch.Tensor           # [B], R_HJ: sum over t and potential fields of spike * residual^2
+    objective: torch.Tensor    # [B], the weighted objective (higher is better)
+    bound: torch.Tensor        # [B], the unweighted bound: all weights 1, no HJ term
+    x_hat: torch.Tensor        # [B, T + 1, C, H, W], decoder means
+    z: torch.Tensor            # [B, T + 1, D], the latent trajectory
+    speeds: torch.Tensor       # [B, T, M], the sampled speeds g = y * s
+    rho: torch.Tensor          # [B, T, M], spike probabilities
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """``-mean_b objective``: what the optimiser minimises."""
+        return -self.objective.mean()
+
+    def summary(self) -> dict[str, float]:
+        """Batch means of the terms (nats per sequence), as plain floats."""
+        return {"loss": self.loss.item(), "bound": self.bound.mean().item(),
+                "recon": self.recon.sum(1).mean().item(), "kl_z0": self.kl_z0.mean().item(),
+                "kl_flow": self.kl_flow.sum(1).mean().item(), "kl_spike": self.kl_spike.mean().item(),
+                "kl_slab": self.kl_slab.mean().item(), "hj": self.hj.mean().item()}
+
+
+def _sharded(draw, local: int, total: int | None, offset: int):
+    """Draw noise for the whole global batch and keep this shard's rows, so that a process of a data-parallel
+    run draws exactly the numbers a single process would (``total=None``: no sharding)."""
+    if total is None:
+        return draw(local)
+    return draw(total)[offset:offset + local]
+
+
+class STA(nn.Module):
+    """Sparse Transformation Analysis: encoder, decoder, ``M`` potential and rotational fields, pair network."""
+
+    def __init__(self, config: STAConfig | None = None, **overrides):
+        super().__init__()
+        config = config or STAConfig()
+        if overrides:
+            config = STAConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = c = config
+        self.encoder = Encoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
+        self.decoder = Decoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
+        self.fields = flowlib.FieldBank(c.latent_dim, c.n_potential, c.n_rotational, hidden=c.field_hidden)
+        self.posterior = SpeedPosterior(self.M, c.channels, c.image_size, c.posterior_width, c.posterior_hidden)
+        self.prior = SpikeSlabPrior(self.M, c.pi0, c.alpha, c.beta, c.slab_mu, c.slab_sigma)
+
+    @property
+    def M(self) -> int:
+        return self.config.n_potential + self.config.n_rotational
+
+    def _check_frames(self, frames):
+        c = self.config
+        frames = check_tensor(frames, "frames", ndim=5)
+        if tuple(frames.shape[2:]) != (c.channels, c.image_size, c.image_size):
+            raise ValueError(f"frames must have shape [B, T + 1, {c.channels}, {c.image_size}, {c.image_size}], "
+                             f"got {tuple(frames.shape)}")
+        if frames.shape[1] < 2:
+            raise ValueError(f"frames must hold T >= 1 transitions (at least 2 frames), got {tuple(frames.shape)}")
+        return frames
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_var)`` of ``q(z_0 | x)``, each ``[N, D]``, for images ``[N, C, H, W]``."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder means (pixel probabilities) ``[N, C, H, W]`` for latents ``[N, D]``."""
+        z = check_tensor(z, "z", ndim=2, last=self.config.latent_dim)
+        return torch.sigmoid(self.decoder(z))
+
+    def infer_speeds(self, x_prev: torch.Tensor, x_next: torch.Tensor, mode: str = "hard") -> torch.Tensor:
+        """Speeds ``[N, M]`` between frames ``[N, C, H, W]``: ``"hard"`` is ``1[rho > 1/2] * median slab``,
+        ``"mean"`` is ``rho * E[s]``."""
+        out = self.posterior.pair(x_prev, x_next)
+        if mode == "hard":
+            return (out.rho > 0.5).to(out.mu) * out.mu.exp()
+        if mode == "mean":
+            return out.mean_speed()
+        raise ValueError(f"mode must be 'hard' or 'mean', got {mode!r}")
+
+    def transform(self, z: torch.Tensor, speeds: torch.Tensor, t=1.0) -> torch.Tensor:
+        """One transition of latents ``[N, D]`` with speeds ``[N, M]`` at field time ``t``."""
+        c = self.config
+        return flowlib.flow_step(self.fields, z, speeds, t, c.h, c.n_sub, logdet=None).z
+
+    def traverse(self, z: torch.Tensor, field: int, steps: int = 8, speed: float = 1.0) -> torch.Tensor:
+        """Move latents ``[N, D]`` along one field at a constant speed: ``[N, steps + 1, D]``."""
+        if not 0 <= field < self.M:
+            raise ValueError(f"field must be in [0, {self.M}), got {field}")
+        g = z.new_zeros(z.shape[0], steps, self.M)
+        g[..., field] = speed
+        c = self.config
+        return flowlib.flow(self.fields, z, g, c.h, c.n_sub, logdet=None).z
+
+    def forward(self, frames: torch.Tensor, temperature: float = 1.0, noise_batch: int | None = None,
+                noise_offset: int = 0) -> STAOutput:
+        """All terms of the objective for ``frames`` ``[B, T + 1, C, H, W]``.
+
+        ``temperature`` is the relaxed spikes' temperature. ``noise_batch``/``noise_offset``: in a
+        data-parallel run, the global batch size and this shard's first row, so that the random draws match a
+        single process on the global batch.
+        """
+        c = self.config
+        frames = self._check_frames(frames)
+        B, T = frames.shape[0], frames.shape[1] - 1
+        D, M = c.latent_dim, self.M
+
+        # q(z_0 | x_0) and its KL to N(0, I)
+        mu, log_var = self.encoder(frames[:, 0])
+        q0 = Normal(mu, (0.5 * log_var).exp())
+        eps = _sharded(lambda n: torch.randn(n, D, device=mu.device, dtype=mu.dtype), B, noise_batch, noise_offset)
+        z0 = mu + q0.stddev * eps
+        kl_z0 = kl_divergence(q0, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
+
+        # q(y_t, s_t | x_{t-1}, x_t): relaxed spikes and LogNormal slabs
+        post = self.posterior(frames)
+        logits = post.logits
+
+        def draw_spikes(n):
+            full = logits.new_zeros(n, T, M)
+            full[noise_offset:noise_offset + B] = logits
+            return relaxed_spikes(full, temperature, hard=c.straight_through)
+
+        y = draw_spikes(B) if noise_batch is None else _sharded(draw_spikes, B, noise_batch, noise_offset)
+        eps_s = _sharded(lambda n: torch.randn(n, T, M, device=mu.device, dtype=mu.dtype), B, noise_batch,
+                         noise_offset)
+        s = torch.exp(post.mu + post.log_sigma.exp() * eps_s)
+        g = y * s
+
+        # the flow and the density along it
+        result = flowlib.flow(self.fields, z0, g, c.h, c.n_sub, logdet=c.logdet, log_q0=q0.log_prob(z0).sum(-1))
+        z = result.z
+        log_prior = -0.5 * (z[:, 1:] ** 2).sum(-1) - 0.5 * D * math.log(2 * math.pi)
+        kl_flow = result.log_q[:, 1:] - log_prior
+
+        # reconstruction of every frame
+        logits_x = self.decoder(z.flatten(0, 1))
+        target = frames.flatten(0, 1)
+        recon = -F.binary_cross_entropy_with_logits(logits_x, target, reduction="none").sum((1, 2, 3))
+        recon = recon.reshape(B, T + 1)
+
+        kl_spike = spike_kl(post.rho, c.pi0, c.alpha, c.beta).sum((1, 2))
+        kl_slab = slab_kl(post.mu, post.log_sigma, c.slab_mu, c.slab_sigma).sum((1, 2))
+        hj = self._hj(z, y, T) if c.n_potential and c.lambda_hj > 0 else z.new_zeros(B)
+
+        bound = recon.sum(1) - kl_z0 - kl_flow.sum(1) - kl_spike - kl_slab
+        objective = (recon.sum(1) - kl_z0 - c.beta_flow * kl_flow.sum(1) - c.beta_spike * kl_spike
+                     - c.beta_slab * kl_slab - c.lambda_hj * hj)
+        x_hat = torch.sigmoid(logits_x).reshape(frames.shape)
+        return STAOutput(recon, kl_z0, kl_flow, kl_spike, kl_slab, hj, objective, bound, x_hat, z, g, post.rho)
+
+    def _hj(self, z, y, T):
+        """``sum_{t, m potential} y_t^m (d_t u_m + |grad u_m|^2 / 2)^2`` at ``(z_{t-1}, t)``, ``[B]``."""
+        B = z.shape[0]
+        times = torch.arange(1, T + 1, device=z.device, dtype=z.dtype).repeat(B)
+        residual = flowlib.hj_residual(self.fields.potential, z[:, :-1].flatten(0, 1), times)   # [B*T, Mp]
+        use = y[..., : self.config.n_potential].flatten(0, 1)
+        return (use * residual**2).reshape(B, T, -1).sum((1, 2))
+
+
+def gaussian_toy_posterior(x: torch.Tensor, a: float, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact posterior of the linear-Gaussian toy ``z ~ N(0, 1)``, ``x | z ~ N(a z, s^2)``: ``(mean, var)``."""
+    var = s**2 / (s**2 + a**2)
+    return a * x / (s**2 + a**2), torch.full_like(x, var)
+
+
+def gaussian_toy_bound(x: torch.Tensor, a: float, s: float, q_mean: torch.Tensor, q_var: torch.Tensor
+                       ) -> dict[str, torch.Tensor]:
+    """The bound of the toy ``z ~ N(0, 1)``, ``x | z ~ N(a z, s^2)`` for ``q(z | x) = N(q_mean, q_var)``, in closed
+    form: ``E_q[log p(x | z)] - KL(q || p(z))``, with the exact ``log p(x) = log N(x; 0, a^2 + s^2)``."""
+    expected_ll = -0.5 * math.log(2 * math.pi * s**2) - ((x - a * q_mean) ** 2 + a**2 * q_var) / (2 * s**2)
+    q = Normal(q_mean, q_var.sqrt())
+    kl = kl_divergence(q, Normal(torch.zeros_like(q_mean), torch.ones_like(q_mean)))
+    log_px = Normal(torch.zeros_like(x), torch.full_like(x, math.sqrt(a**2 + s**2))).log_prob(x)
+    bound = expected_ll - kl
+    return {"bound": bound, "log_px": log_px, "gap": log_px - bound, "expected_ll": expected_ll, "kl": kl}
