@@ -117,11 +117,16 @@ class TanhScalarNet(nn.Module):
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.n_fields is not None else x.squeeze(1)
 
+    def _flat(self, x, weight):
+        """``x [B, K] @ weight [M, H, K]`` -> ``[B, M, H]`` as one matrix product."""
+        M, H, K = weight.shape
+        return (x @ weight.reshape(M * H, K).T).reshape(x.shape[0], M, H)
+
     def _pre(self, z, t):                                       # [B, M, H]
-        a = torch.einsum("bd,mhd->bmh", z, self.W) + self.b
+        a = self._flat(z, self.W) + self.b
         if self.time_dependent:
             angle = t[:, None] * self.freqs
-            a = a + torch.einsum("bf,mhf->bmh", torch.cat([angle.sin(), angle.cos()], -1), self.W_t)
+            a = a + self._flat(torch.cat([angle.sin(), angle.cos()], -1), self.W_t)
         return a
 
     def _slopes(self, z, t):
@@ -162,7 +167,7 @@ class TanhScalarNet(nn.Module):
         _, wd1, _ = self._slopes(z, t)
         angle = t[:, None] * self.freqs
         dphi = torch.cat([self.freqs * angle.cos(), -self.freqs * angle.sin()], dim=-1)
-        return self._out((wd1 * torch.einsum("bf,mhf->bmh", dphi, self.W_t)).sum(-1))
+        return self._out((wd1 * self._flat(dphi, self.W_t)).sum(-1))
 
     def hessian_bound(self) -> torch.Tensor:
         """An upper bound on the spectral norm of the Hessian, ``[(M,)]``: ``max|tanh''| sum_k |w_k||W_k|^2``

@@ -91,14 +91,15 @@ class FieldBank(nn.Module):
         if self.potential:
             u = self.potential.u
             _, _, wd2 = u._slopes(z, t)
-            scaled = speeds[:, : self.n_potential, None] * wd2                       # [B, Mp, H]
-            J = J + torch.einsum("bmh,mhi,mhj->bij", scaled, u.W, u.W)
+            scaled = (speeds[:, : self.n_potential, None] * wd2).flatten(1)           # [B, Mp * H]
+            W = u.W.flatten(0, 1)                                                     # [Mp * H, D]
+            J = J + W.T @ (scaled[:, :, None] * W)
         if self.rotational:
             H = self.rotational.H
             _, _, wd2 = H._slopes(z, t)
-            scaled = speeds[:, self.n_potential:, None] * wd2                        # [B, Mr, H]
-            SW = torch.einsum("mij,mhj->mih", self.rotational.S, H.W)                # S_m W_m^T, [Mr, D, H]
-            J = J + torch.einsum("mih,bmh,mhj->bij", SW, scaled, H.W)
+            scaled = (speeds[:, self.n_potential:, None] * wd2).flatten(1)           # [B, Mr * H]
+            SW = torch.einsum("mij,mhj->imh", self.rotational.S, H.W).flatten(1)     # S_m W_m^T, [D, Mr * H]
+            J = J + SW @ (scaled[:, :, None] * H.W.flatten(0, 1))
         return J
 
 

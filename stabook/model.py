@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
+from torch.profiler import record_function
 
 from . import flow as flowlib
 from ._checks import check_tensor
-from .nets import Decoder, Encoder
+from .nets import Decoder, Encoder, MLPDecoder
 from .sparse import SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
 
 __all__ = ["STAConfig", "STA", "STAOutput", "gaussian_toy_bound", "gaussian_toy_posterior"]
@@ -40,6 +41,7 @@ class STAConfig:
     field_hidden: int = 64
     net_width: int = 32
     net_hidden: int = 256
+    decoder: str = "conv"          # "conv" or "mlp"
     posterior_width: int = 32
     posterior_hidden: int = 256
     h: float = 1.0                 # step size of a transition
@@ -59,6 +61,8 @@ class STAConfig:
     def __post_init__(self):
         if self.logdet not in flowlib.LOGDET_METHODS:
             raise ValueError(f"logdet must be one of {flowlib.LOGDET_METHODS}, got {self.logdet!r}")
+        if self.decoder not in ("conv", "mlp"):
+            raise ValueError(f"decoder must be 'conv' or 'mlp', got {self.decoder!r}")
         if self.latent_dim < 2:
             raise ValueError(f"latent_dim must be >= 2, got {self.latent_dim}")
         for name in ("beta_flow", "beta_spike", "beta_slab", "lambda_hj"):
@@ -124,7 +128,10 @@ class STA(nn.Module):
             config = STAConfig.from_dict({**config.to_dict(), **overrides})
         self.config = c = config
         self.encoder = Encoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
-        self.decoder = Decoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
+        if c.decoder == "conv":
+            self.decoder = Decoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
+        else:
+            self.decoder = MLPDecoder(c.latent_dim, c.channels, c.image_size, c.net_hidden)
         self.fields = flowlib.FieldBank(c.latent_dim, c.n_potential, c.n_rotational, hidden=c.field_hidden)
         self.posterior = SpeedPosterior(self.M, c.channels, c.image_size, c.posterior_width, c.posterior_hidden)
         self.prior = SpikeSlabPrior(self.M, c.pi0, c.alpha, c.beta, c.slab_mu, c.slab_sigma)
@@ -190,14 +197,16 @@ class STA(nn.Module):
         D, M = c.latent_dim, self.M
 
         # q(z_0 | x_0) and its KL to N(0, I)
-        mu, log_var = self.encoder(frames[:, 0])
+        with record_function("sta.encoder"):
+            mu, log_var = self.encoder(frames[:, 0])
         q0 = Normal(mu, (0.5 * log_var).exp())
         eps = _sharded(lambda n: torch.randn(n, D, device=mu.device, dtype=mu.dtype), B, noise_batch, noise_offset)
         z0 = mu + q0.stddev * eps
         kl_z0 = kl_divergence(q0, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
 
         # q(y_t, s_t | x_{t-1}, x_t): relaxed spikes and LogNormal slabs
-        post = self.posterior(frames)
+        with record_function("sta.posterior"):
+            post = self.posterior(frames)
         logits = post.logits
 
         def draw_spikes(n):
@@ -212,20 +221,23 @@ class STA(nn.Module):
         g = y * s
 
         # the flow and the density along it
-        result = flowlib.flow(self.fields, z0, g, c.h, c.n_sub, logdet=c.logdet, log_q0=q0.log_prob(z0).sum(-1))
+        with record_function("sta.flow"):
+            result = flowlib.flow(self.fields, z0, g, c.h, c.n_sub, logdet=c.logdet, log_q0=q0.log_prob(z0).sum(-1))
         z = result.z
         log_prior = -0.5 * (z[:, 1:] ** 2).sum(-1) - 0.5 * D * math.log(2 * math.pi)
         kl_flow = result.log_q[:, 1:] - log_prior
 
         # reconstruction of every frame
-        logits_x = self.decoder(z.flatten(0, 1))
+        with record_function("sta.decoder"):
+            logits_x = self.decoder(z.flatten(0, 1))
         target = frames.flatten(0, 1)
         recon = -F.binary_cross_entropy_with_logits(logits_x, target, reduction="none").sum((1, 2, 3))
         recon = recon.reshape(B, T + 1)
 
         kl_spike = spike_kl(post.rho, c.pi0, c.alpha, c.beta).sum((1, 2))
         kl_slab = slab_kl(post.mu, post.log_sigma, c.slab_mu, c.slab_sigma).sum((1, 2))
-        hj = self._hj(z, y, T) if c.n_potential and c.lambda_hj > 0 else z.new_zeros(B)
+        with record_function("sta.flow"):
+            hj = self._hj(z, y, T) if c.n_potential and c.lambda_hj > 0 else z.new_zeros(B)
 
         bound = recon.sum(1) - kl_z0 - kl_flow.sum(1) - kl_spike - kl_slab
         objective = (recon.sum(1) - kl_z0 - c.beta_flow * kl_flow.sum(1) - c.beta_spike * kl_spike

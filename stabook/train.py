@@ -82,8 +82,8 @@ PRESETS = {
         preset="tiny", dataset="digits", T=8, batch_size=32, steps=5000, lr=1e-3, temperature_steps=4000,
         run_dir="runs/tiny",
         model=STAConfig(latent_dim=16, n_potential=3, n_rotational=3, field_hidden=64, net_width=16,
-                        net_hidden=128, posterior_width=16, posterior_hidden=128, beta_spike=3.0, beta_slab=3.0,
-                        lambda_hj=0.0, straight_through=True)),
+                        net_hidden=128, decoder="mlp", posterior_width=16, posterior_hidden=128, beta_spike=3.0,
+                        beta_slab=3.0, lambda_hj=0.0, straight_through=True)),
     # the released code's scale: MNIST 3x28x28, latent 324, batch 128, 8 transitions; for a GPU
     "mnist": TrainConfig(
         preset="mnist", dataset="mnist", T=8, batch_size=128, steps=100_000, lr=1e-3, temperature_steps=50_000,
