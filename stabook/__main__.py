@@ -50,6 +50,14 @@ def _eval(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .train import export_run
+
+    out = export_run(args.run_dir, args.out_dir, args.command)
+    print(f"exported {args.run_dir} to {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stabook", description="Sparse Transformation Analysis")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,8 +77,15 @@ def main(argv=None) -> int:
     ev.add_argument("--n", type=int, default=128, help="test sequences per transformation")
     ev.add_argument("--device")
     ev.add_argument("--output")
+    ex = sub.add_parser("export", help="write a slim, weights-only copy of a finished run (for publishing)")
+    ex.add_argument("run_dir")
+    ex.add_argument("out_dir")
+    ex.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
     args = parser.parse_args(argv)
     try:
+        if args.command == "export":
+            args.command = args.command_line
+            return _export(args)
         return _train(args) if args.command == "train" else _eval(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

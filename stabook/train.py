@@ -29,7 +29,7 @@ from .runtime import get_device, seed_everything
 from .sparse import TemperatureSchedule
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "train", "load_checkpoint", "save_checkpoint",
-           "load_model"]
+           "load_model", "export_run"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -171,6 +171,23 @@ def load_model(run_dir, device="cpu") -> tuple[STA, dict]:
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
+
+
+def export_run(run_dir, out_dir, command: str) -> Path:
+    """Copy a finished run into ``out_dir`` for publishing: a weights-only checkpoint (no optimiser or random
+    states, so a fraction of the size) with the command that made it, plus ``metrics.jsonl``, ``eval.json`` and
+    ``config.json``."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slim = {key: state[key] for key in ("format", "version", "step", "model", "model_config", "train_config")}
+    slim["command"] = command
+    save_checkpoint(out_dir / CHECKPOINT, slim)
+    for name in ("metrics.jsonl", "eval.json", "config.json"):
+        if (run_dir / name).exists():
+            (out_dir / name).write_text((run_dir / name).read_text())
+    (out_dir / "COMMAND").write_text(command + "\n")
+    return out_dir
 
 
 # ------------------------------------------------------------------------------------------------- training

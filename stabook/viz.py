@@ -8,7 +8,8 @@ import torch
 from matplotlib import animation
 
 __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation",
-           "show_sequences", "plot_spike_raster", "animate_sequences", "plot_relaxed_spikes"]
+           "show_sequences", "plot_spike_raster", "animate_sequences", "plot_relaxed_spikes", "plot_share_matrix",
+           "plot_training_curves"]
 
 
 def use_book_style(dpi: int = 72):
@@ -179,3 +180,27 @@ def plot_relaxed_spikes(ax, prob: float, temperature: float, n: int = 20_000, se
     ax.set_yticks([])
     ax.text(0.5, 0.92, f"P(y > 1/2) = {(y > 0.5).mean():.2f}", transform=ax.transAxes, ha="center", fontsize=8)
     return ax
+
+
+def plot_share_matrix(ax, matrix, row_names, col_names, title: str = ""):
+    """Heat map of a ``[K, M]`` matrix of shares (rows: ground-truth transformations, columns: fields)."""
+    values = np.asarray(matrix, dtype=float)
+    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_xticklabels(col_names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(values.shape[0]))
+    ax.set_yticklabels(row_names)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.6 else "black")
+    ax.set_title(title)
+    return im
+
+
+def plot_training_curves(axes, log: list[dict], keys=("recon", "kl_flow", "kl_spike", "kl_slab")):
+    """One panel per logged quantity against the step; ``log`` is a list of ``metrics.jsonl`` entries."""
+    steps = [entry["step"] for entry in log]
+    for ax, key in zip(np.ravel(axes), keys, strict=False):
+        ax.plot(steps, [entry[key] for entry in log], lw=0.8)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    return axes

@@ -51,6 +51,8 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(a[key], b[key]), key
     losses = lambda d: [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert losses(tmp_path / "full") == losses(tmp_path / "part")
+    logged = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(entry["kl_flow"] > 0 for entry in logged)       # the flow KL stays a KL while training
     evaluation = json.loads((tmp_path / "part" / "eval.json").read_text())
     assert set(evaluation["equivariance"]) == {"rotate", "scale", "hue"}
 
