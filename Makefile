@@ -12,7 +12,7 @@ test:
 	$(PY) -m pytest --nbval
 
 execute:  ## re-run every chapter in place, storing fresh outputs
-	jupyter execute --inplace book/*.ipynb
+	cd book && jupyter execute --inplace *.ipynb
 
 lint:
 	ruff check stabook tests tools benchmarks

@@ -17,6 +17,7 @@ def _train(args) -> int:
             print(f"error: {config_path} does not exist: is {args.resume} a run directory?", file=sys.stderr)
             return 2
         config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        config.run_dir = str(args.resume)          # the run continues where it lies now, even if it was moved
     else:
         config = preset(args.preset)
     overrides = list(args.set or [])

@@ -242,6 +242,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu())
         start = int(state["step"])
+        metrics_file = run_dir / "metrics.jsonl"
+        if rank == 0 and metrics_file.exists():       # drop entries logged after the checkpoint we resume from
+            kept = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= start]
+            metrics_file.write_text("".join(line + "\n" for line in kept))
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -254,6 +258,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
     if rank == 0 and progress:
         print(f"run directory: {run_dir.resolve()}\nresume with: python -m stabook train --resume {run_dir}")
     log = []
+    skipped = 0
     tic = time.perf_counter()
     for step in bar:
         batch = generator.sample(config.batch_size, generator=data_rng, device=device)
@@ -269,11 +274,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+        else:
+            # a non-finite gradient (e.g. the log-determinant's gradient where an Euler step nearly folds space)
+            # would poison every weight: skip this update, as mixed-precision loss scaling does, and count it
+            skipped += 1
         done = step + 1
         if rank == 0 and (done % config.log_every == 0 or done == end):
             entry = {"step": done, "temperature": temperature, **out.summary(), "grad_norm": grad_norm.item(),
-                     "seconds": time.perf_counter() - tic}
+                     "skipped_updates": skipped, "seconds": time.perf_counter() - tic}
             log.append(entry)
             with open(run_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
