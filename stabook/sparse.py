@@ -209,14 +209,16 @@ class SpeedPosterior(nn.Module):
     SIZES = {28: 3, 32: 3, 64: 4}
 
     def __init__(self, n_fields: int, channels: int = 3, image_size: int = 28, width: int = 32,
-                 hidden: int = 256, log_sigma_min: float = -6.0):
+                 hidden: int = 256, log_sigma_min: float = -6.0, log_sigma_max: float = 2.0, mu_max: float = 8.0):
         super().__init__()
         if image_size not in self.SIZES:
             raise ValueError(f"image_size must be one of {sorted(self.SIZES)}, got {image_size!r}")
         if not isinstance(n_fields, int) or n_fields < 1:
             raise ValueError(f"n_fields must be a positive int, got {n_fields!r}")
         self.n_fields, self.channels, self.image_size = n_fields, channels, image_size
-        self.log_sigma_min = log_sigma_min
+        # bounds on the slab keep exp(mu + sigma * eps) finite in float32: an overflow to inf times a hard spike
+        # of exactly 0 would be NaN (this happened in a 5000-step run before the bounds were added)
+        self.log_sigma_min, self.log_sigma_max, self.mu_max = log_sigma_min, log_sigma_max, mu_max
         layers, c_in = [], 2 * channels
         for i in range(self.SIZES[image_size]):
             c_out = width * 2 ** min(i, 2)
@@ -237,7 +239,8 @@ class SpeedPosterior(nn.Module):
                              f"{tuple(x_prev.shape)} and {tuple(x_next.shape)}")
         out = self.head(self.trunk(torch.cat([x_prev, x_next], 1)))
         logits, mu, log_sigma = out.chunk(3, dim=-1)
-        return PosteriorOutput(logits, mu, log_sigma.clamp_min(self.log_sigma_min))
+        return PosteriorOutput(logits, mu.clamp(-self.mu_max, self.mu_max),
+                               log_sigma.clamp(self.log_sigma_min, self.log_sigma_max))
 
     def forward(self, frames: torch.Tensor) -> PosteriorOutput:
         """Outputs ``[B, T, M]`` for sequences ``[B, T + 1, C, H, W]`` (every consecutive pair)."""

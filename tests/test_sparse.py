@@ -153,3 +153,13 @@ def test_bad_inputs():
         net(torch.rand(3, 28, 28))
     with pytest.raises(ValueError, match="at least two frames"):
         net(torch.rand(2, 1, 3, 28, 28))
+
+
+def test_slab_parameters_are_bounded_so_speeds_stay_finite():
+    net = sparse.SpeedPosterior(2, width=8, hidden=16)
+    with torch.no_grad():
+        net.head[-1].bias.fill_(1e4)                      # absurd outputs
+    out = net(torch.rand(1, 3, 3, 28, 28))
+    assert out.mu.max() <= net.mu_max and out.log_sigma.max() <= net.log_sigma_max
+    slab = torch.exp(out.mu + out.log_sigma.exp() * 6.0)  # a six-sigma draw
+    assert torch.isfinite(slab).all() and torch.isfinite(0.0 * slab).all()
