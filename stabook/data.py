@@ -356,7 +356,10 @@ class SequenceGenerator:
                 raise ValueError(f"only must be one of {self.transformations}, got {only!r}")
             spikes = torch.zeros(batch_size, T, self.K)
             spikes[:, :, self.transformations.index(only)] = 1.0
-        noise = torch.rand(batch_size, T, self.K, generator=generator) - 0.5    # Laplace by inverse CDF
+        # Laplace by inverse CDF. torch.rand can return exactly 0, where log1p(-2 |u - 1/2|) is -inf: keep u inside
+        # (eps, 1 - eps), as torch.distributions does (one such draw ended a 5000-step training run)
+        eps = torch.finfo(torch.float32).eps
+        noise = torch.rand(batch_size, T, self.K, generator=generator).clamp(eps, 1 - eps) - 0.5
         laplace = self.slab_loc - self.slab_scale * noise.sign() * torch.log1p(-2 * noise.abs())
         speeds = spikes * laplace.abs()
         frames = self.render(self.images[index.to(self.images.device)].to(device), speeds.to(device))

@@ -217,7 +217,7 @@ class SpeedPosterior(nn.Module):
             raise ValueError(f"n_fields must be a positive int, got {n_fields!r}")
         self.n_fields, self.channels, self.image_size = n_fields, channels, image_size
         # bounds on the slab keep exp(mu + sigma * eps) finite in float32: an overflow to inf times a hard spike
-        # of exactly 0 would be NaN (this happened in a 5000-step run before the bounds were added)
+        # of exactly 0 would be NaN
         self.log_sigma_min, self.log_sigma_max, self.mu_max = log_sigma_min, log_sigma_max, mu_max
         layers, c_in = [], 2 * channels
         for i in range(self.SIZES[image_size]):

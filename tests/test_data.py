@@ -211,3 +211,11 @@ def test_bad_inputs(digits):
         data.rotate(images[:4], torch.zeros(3))
     with pytest.raises(ValueError, match="fractions must be"):
         data.split_indices(10, (0.5, 0.5, 0.5))
+
+
+def test_slab_draws_stay_finite_when_the_uniform_is_exactly_zero(digits, monkeypatch):
+    gen = data.SequenceGenerator(digits[0][:8], T=2)
+    real_rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros_like(real_rand(*a, **k)))
+    s = gen.sample(4, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(s.speeds).all() and torch.isfinite(s.frames).all()
