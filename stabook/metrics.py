@@ -11,12 +11,14 @@ from scipy.optimize import linear_sum_assignment
 
 from .data import SequenceGenerator
 
-__all__ = ["equivariance_error", "disentanglement", "evaluate"]
+__all__ = ["rollout", "equivariance_error", "disentanglement", "evaluate"]
 
 
 @torch.no_grad()
-def _rollout(model, frames: torch.Tensor):
-    """Infer hard speeds from consecutive frames, flow the encoder mean, decode: ``(x_hat, speeds, x_id)``."""
+def rollout(model, frames: torch.Tensor):
+    """Predict frames ``[B, T + 1, C, H, W]`` from ``x_0`` alone plus the speeds inferred from consecutive frames.
+
+    Infer hard speeds from consecutive frames, flow the encoder mean, decode: ``(x_hat, speeds, x_id)``."""
     B, T1 = frames.shape[:2]
     mu, _ = model.encode(frames[:, 0])
     speeds = model.infer_speeds(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)).reshape(B, T1 - 1, -1)
@@ -36,7 +38,7 @@ def equivariance_error(model, frames: torch.Tensor) -> dict[str, float]:
     for decoding ``z_0`` at every step; ``released_form``: pixel-summed L1 summed over steps, averaged over
     sequences (the authors' released code's form).
     """
-    x_hat, _, x_id = _rollout(model, frames)
+    x_hat, _, x_id = rollout(model, frames)
     err = (x_hat[:, 1:] - frames[:, 1:]).abs()
     return {"mae": err.mean().item(), "identity_mae": (x_id[:, 1:] - frames[:, 1:]).abs().mean().item(),
             "released_form": err.sum((1, 2, 3, 4)).mean().item()}
@@ -68,7 +70,7 @@ def evaluate(model, images: torch.Tensor, transformations=("rotate", "scale", "h
     for k, name in enumerate(gen.transformations):
         batch = gen.sample(n, generator=torch.Generator().manual_seed(seed + k), only=name, device=device)
         result["equivariance"][name] = equivariance_error(model, batch.frames)
-        _, speeds, _ = _rollout(model, batch.frames)
+        _, speeds, _ = rollout(model, batch.frames)
         mass = speeds.abs().flatten(0, 1)                                         # [n * T, M]
         shares.append((mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)).mean(0))
         dominant.append(torch.where(mass.sum(-1) > 0, mass.argmax(-1), torch.full_like(mass[:, 0], -1).long()))
