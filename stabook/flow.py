@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ._checks import check_positive, check_tensor
-from .fields import PotentialField, RotationalField, VectorField, _as_time, jacobian, rademacher
+from .fields import PotentialField, RotationalField, VectorField, _as_time, divergence, jacobian, rademacher
 
 __all__ = ["FieldBank", "as_field_bank", "drift", "step_logdet", "flow_step", "flow", "FlowStep", "FlowResult",
            "hj_residual", "fit_hamilton_jacobi", "path_statistics", "kde_log_density", "HeatFlow", "LOGDET_METHODS"]
@@ -128,7 +128,7 @@ class _FieldList(nn.Module):
             elif kind == "potential":
                 out.append(f.u.laplacian(z, t) if method == "exact" else f.u.hessian_quadratic_form(z, t, eps).mean(0))
             elif method == "exact":
-                out.append(torch.diagonal(jacobian(f, z, t), dim1=-2, dim2=-1).sum(-1))
+                out.append(divergence(f, z, t))
             else:
                 jv = torch.stack([torch.func.jvp(lambda zz, f=f: f.velocity(zz, t), (z,), (e,))[1] for e in eps])
                 out.append((eps * jv).sum(-1).mean(0))

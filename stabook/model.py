@@ -214,7 +214,7 @@ class STA(nn.Module):
             full[noise_offset:noise_offset + B] = logits
             return relaxed_spikes(full, temperature, hard=c.straight_through)
 
-        y = draw_spikes(B) if noise_batch is None else _sharded(draw_spikes, B, noise_batch, noise_offset)
+        y = _sharded(draw_spikes, B, noise_batch, noise_offset)
         eps_s = _sharded(lambda n: torch.randn(n, T, M, device=mu.device, dtype=mu.dtype), B, noise_batch,
                          noise_offset)
         s = torch.exp(post.mu + post.log_sigma.exp() * eps_s)
