@@ -57,12 +57,18 @@ class STAConfig:
     beta_slab: float = 1.0
     lambda_hj: float = 1.0
     straight_through: bool = False
+    speeds: str = "sparse"         # "sparse": spike and slab; "dense": the ablation g ~ N(mu, sigma^2), prior N(0, 1)
+    dense_sigma: float = 1.0       # the dense ablation's prior scale
 
     def __post_init__(self):
         if self.logdet not in flowlib.LOGDET_METHODS:
             raise ValueError(f"logdet must be one of {flowlib.LOGDET_METHODS}, got {self.logdet!r}")
         if self.decoder not in ("conv", "mlp"):
             raise ValueError(f"decoder must be 'conv' or 'mlp', got {self.decoder!r}")
+        if self.speeds not in ("sparse", "dense"):
+            raise ValueError(f"speeds must be 'sparse' or 'dense', got {self.speeds!r}")
+        if self.dense_sigma <= 0:
+            raise ValueError(f"dense_sigma must be > 0, got {self.dense_sigma}")
         if self.latent_dim < 2:
             raise ValueError(f"latent_dim must be >= 2, got {self.latent_dim}")
         for name in ("beta_flow", "beta_spike", "beta_slab", "lambda_hj"):
@@ -87,8 +93,8 @@ class STAOutput(NamedTuple):
     recon: torch.Tensor        # [B, T + 1], log p(x_t | z_t)
     kl_z0: torch.Tensor        # [B], KL(q(z_0 | x_0) || N(0, I)), closed form
     kl_flow: torch.Tensor      # [B, T], one-sample estimate of KL(q_t || N(0, I))
-    kl_spike: torch.Tensor     # [B], exact spike KL summed over t and m
-    kl_slab: torch.Tensor      # [B], slab KL summed over t and m
+    kl_spike: torch.Tensor     # [B], exact spike KL summed over t and m (0 for dense speeds)
+    kl_slab: torch.Tensor      # [B], slab KL summed over t and m (dense speeds: the speeds' Gaussian KL)
     hj: torch.Tensor           # [B], R_HJ: sum over t and potential fields of spike * residual^2
     objective: torch.Tensor    # [B], the weighted objective (higher is better)
     bound: torch.Tensor        # [B], the unweighted bound: all weights 1, no HJ term
@@ -163,11 +169,14 @@ class STA(nn.Module):
         """Speeds ``[N, M]`` between frames ``[N, C, H, W]``: ``"hard"`` is ``1[rho > 1/2] * median slab``,
         ``"mean"`` is ``rho * E[s]``."""
         out = self.posterior.pair(x_prev, x_next)
+        if mode not in ("hard", "mean"):
+            raise ValueError(f"mode must be 'hard' or 'mean', got {mode!r}")
+        if self.config.speeds == "dense":
+            return out.mu                       # the posterior mean (and median) of a Gaussian speed
         if mode == "hard":
             return (out.rho > 0.5).to(out.mu) * out.mu.exp()
         if mode == "mean":
             return out.mean_speed()
-        raise ValueError(f"mode must be 'hard' or 'mean', got {mode!r}")
 
     def transform(self, z: torch.Tensor, speeds: torch.Tensor, t=1.0) -> torch.Tensor:
         """One transition of latents ``[N, D]`` with speeds ``[N, M]`` at field time ``t``."""
@@ -214,11 +223,15 @@ class STA(nn.Module):
             full[noise_offset:noise_offset + B] = logits
             return relaxed_spikes(full, temperature, hard=c.straight_through)
 
-        y = _sharded(draw_spikes, B, noise_batch, noise_offset)
-        eps_s = _sharded(lambda n: torch.randn(n, T, M, device=mu.device, dtype=mu.dtype), B, noise_batch,
-                         noise_offset)
-        s = torch.exp(post.mu + post.log_sigma.exp() * eps_s)
-        g = y * s
+        def draw_normal(n):
+            return torch.randn(n, T, M, device=mu.device, dtype=mu.dtype)
+
+        if c.speeds == "dense":         # the ablation: every field moves at every step, g ~ N(mu, sigma^2)
+            y = torch.ones_like(logits)
+            g = post.mu + post.log_sigma.exp() * _sharded(draw_normal, B, noise_batch, noise_offset)
+        else:
+            y = _sharded(draw_spikes, B, noise_batch, noise_offset)
+            g = y * torch.exp(post.mu + post.log_sigma.exp() * _sharded(draw_normal, B, noise_batch, noise_offset))
 
         # the flow and the density along it
         with record_function("sta.flow"):
@@ -234,8 +247,13 @@ class STA(nn.Module):
         recon = -F.binary_cross_entropy_with_logits(logits_x, target, reduction="none").sum((1, 2, 3))
         recon = recon.reshape(B, T + 1)
 
-        kl_spike = spike_kl(post.rho, c.pi0, c.alpha, c.beta).sum((1, 2))
-        kl_slab = slab_kl(post.mu, post.log_sigma, c.slab_mu, c.slab_sigma).sum((1, 2))
+        if c.speeds == "dense":
+            kl_spike = z.new_zeros(B)
+            kl_slab = kl_divergence(Normal(post.mu, post.log_sigma.exp()),
+                                    Normal(post.mu.new_tensor(0.0), post.mu.new_tensor(c.dense_sigma))).sum((1, 2))
+        else:
+            kl_spike = spike_kl(post.rho, c.pi0, c.alpha, c.beta).sum((1, 2))
+            kl_slab = slab_kl(post.mu, post.log_sigma, c.slab_mu, c.slab_sigma).sum((1, 2))
         with record_function("sta.flow"):
             hj = self._hj(z, y, T) if c.n_potential and c.lambda_hj > 0 else z.new_zeros(B)
 
@@ -243,7 +261,8 @@ class STA(nn.Module):
         objective = (recon.sum(1) - kl_z0 - c.beta_flow * kl_flow.sum(1) - c.beta_spike * kl_spike
                      - c.beta_slab * kl_slab - c.lambda_hj * hj)
         x_hat = torch.sigmoid(logits_x).reshape(frames.shape)
-        return STAOutput(recon, kl_z0, kl_flow, kl_spike, kl_slab, hj, objective, bound, x_hat, z, g, post.rho)
+        rho = torch.ones_like(post.rho) if c.speeds == "dense" else post.rho
+        return STAOutput(recon, kl_z0, kl_flow, kl_spike, kl_slab, hj, objective, bound, x_hat, z, g, rho)
 
     def _hj(self, z, y, T):
         """``sum_{t, m potential} y_t^m (d_t u_m + |grad u_m|^2 / 2)^2`` at ``(z_{t-1}, t)``, ``[B]``."""

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import __version__, data, metrics
+from .baselines import MODEL_KINDS, build_model
 from .model import STA, STAConfig
 from .runtime import get_device, seed_everything
 from .sparse import TemperatureSchedule
@@ -39,6 +40,7 @@ class TrainConfig:
     """How to train: data, optimisation, schedule, logging. ``model`` holds the :class:`STAConfig`."""
 
     preset: str = "tiny"
+    model_kind: str = "sta"        # "sta", or "vae" (the baseline of chapter 7, stabook.baselines.FrameVAE)
     dataset: str = "digits"
     transformations: tuple = ("rotate", "scale", "hue")
     T: int = 8
@@ -55,12 +57,19 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 500
     eval_sequences: int = 128
+    eval_k: tuple = (1, 100)       # IWAE sample counts of the final evaluation (empty: no likelihoods)
     run_dir: str = "runs/tiny"
     model: STAConfig = field(default_factory=STAConfig)
+
+    def __post_init__(self):
+        if self.model_kind not in MODEL_KINDS:
+            raise ValueError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
+        self.eval_k = tuple(int(k) for k in self.eval_k)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["transformations"] = list(self.transformations)
+        d["eval_k"] = list(self.eval_k)
         return d
 
     @classmethod
@@ -164,10 +173,12 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 def load_model(run_dir, device="cpu") -> tuple[STA, dict]:
-    """The trained :class:`STA` of a run directory (or a checkpoint file) and the checkpoint's contents."""
+    """The trained model of a run directory (or a checkpoint file): an :class:`STA`, or a
+    :class:`stabook.baselines.FrameVAE` for ``model_kind="vae"``; and the checkpoint's contents."""
     path = Path(run_dir)
     state = load_checkpoint(path / CHECKPOINT if path.is_dir() else path, map_location=device)
-    model = STA(STAConfig.from_dict(state["model_config"])).to(device)
+    kind = state.get("train_config", {}).get("model_kind", "sta")
+    model = build_model(kind, STAConfig.from_dict(state["model_config"])).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
@@ -225,16 +236,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
     generator = data.SequenceGenerator(images[splits["train"]].to(device), config.transformations, T=config.T)
     data_rng = torch.Generator().manual_seed(config.seed + 1)
 
-    model = STA(config.model).to(device)
+    model = build_model(config.model_kind, config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = TemperatureSchedule(config.temperature_start, config.temperature_end, config.temperature_steps)
     start = 0
     ckpt_path = run_dir / CHECKPOINT
     if resume:
         state = load_checkpoint(ckpt_path, map_location=device)
-        if state["model_config"] != config.model.to_dict():
+        saved = STAConfig.from_dict(state["model_config"]).to_dict()        # fields added since: their defaults
+        saved_kind = state.get("train_config", {}).get("model_kind", "sta")
+        if saved != config.model.to_dict() or saved_kind != config.model_kind:
             raise ValueError(f"the checkpoint in {run_dir} was made with another model configuration: "
-                             f"{state['model_config']} != {config.model.to_dict()}")
+                             f"{saved_kind} {saved} != {config.model_kind} {config.model.to_dict()}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_torch"])
@@ -254,7 +267,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
     writer = _tensorboard(run_dir) if rank == 0 else None
     end = config.steps if max_steps is None else min(config.steps, max_steps)
     bar = tqdm(range(start, end), initial=start, total=config.steps, disable=not progress or rank != 0,
-               desc=f"STA {config.preset}", dynamic_ncols=True)
+               desc=f"{config.model_kind.upper()} {config.preset}", dynamic_ncols=True)
     if rank == 0 and progress:
         print(f"run directory: {run_dir.resolve()}\nresume with: python -m stabook train --resume {run_dir}")
     log = []
@@ -303,7 +316,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
     summary = {"step": end, "last": log[-1] if log else None}
     if rank == 0 and end == config.steps:
         result = metrics.evaluate(model, images[splits["test"]], config.transformations, n=config.eval_sequences,
-                                  T=config.T, seed=config.seed + 1000, device=device)
+                                  T=config.T, seed=config.seed + 1000, device=device,
+                                  val_images=images[splits["val"]], ks=config.eval_k)
         (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
         summary["eval"] = result
     if writer is not None:
