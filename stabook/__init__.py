@@ -6,6 +6,9 @@ One chapter, one module:
 * ``stabook.fields``: chapter 2, potential and rotational fields (the Helmholtz decomposition);
 * ``stabook.flow``: chapter 3, the probability flow and its density;
 * ``stabook.sparse``: chapter 4, the spike-and-slab speed prior and posterior;
+* ``stabook.model`` (with ``stabook.nets``): chapter 5, the model and its bound;
+* ``stabook.train``: chapter 6, training on CPU, GPU or several GPUs, and the command line;
+* ``stabook.metrics`` and ``stabook.baselines``: chapter 7, evaluation, the VAE and the ablations;
 * ``stabook.viz``: figures and animations; ``stabook.runtime``: device and seeding.
 """
 

@@ -24,7 +24,7 @@ from .model import STA, STAConfig
 from .nets import Decoder, Encoder, MLPDecoder
 
 __all__ = ["FrameVAE", "VAEOutput", "VARIANTS", "MODEL_KINDS", "build_model", "fit_directions", "summarise",
-           "run_comparison"]
+           "run_comparison", "comparison_table", "LABELS"]
 
 #: the comparison of chapter 7: variant name -> ``--set`` overrides of a training preset
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -221,3 +221,23 @@ def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, st
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(results, indent=1))
     return results
+
+
+#: how the chapter names the variants
+LABELS = {"sta": "STA", "dense": "dense speeds", "potential_only": "potential only",
+          "rotational_only": "rotational only", "vae": "VAE (one direction)"}
+
+
+def comparison_table(results: dict, columns: dict[str, str], digits: int = 3) -> str:
+    """A Markdown table of ``mean +- std`` over seeds, one row per variant of a :func:`run_comparison` result.
+
+    ``columns`` maps a summary key (e.g. ``"ratio_rotate"``) to its column header; a variant without that
+    metric (the VAE has no fields, so no disentanglement score) shows a dash."""
+    lines = ["| model | " + " | ".join(columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
+    for variant, entry in results["variants"].items():
+        cells = []
+        for key in columns:
+            stat = entry["summary"].get(key)
+            cells.append("-" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}")
+        lines.append(f"| {LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

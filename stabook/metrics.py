@@ -30,7 +30,7 @@ from .data import SequenceGenerator
 
 __all__ = ["iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim", "rollout",
            "direction_rollout", "equivariance_error", "stepwise_error", "disentanglement", "typical_speeds",
-           "composition", "likelihoods", "evaluate", "is_sta"]
+           "composition", "extrapolation", "likelihoods", "evaluate", "is_sta"]
 
 
 def is_sta(model) -> bool:
@@ -155,10 +155,14 @@ def bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
 
 
 @torch.no_grad()
-def rollout(model, frames: torch.Tensor, speeds: torch.Tensor | None = None):
+def rollout(model, frames: torch.Tensor, speeds: torch.Tensor | None = None, period: int | None = None):
     """Predict frames ``[B, T + 1, C, H, W]`` from ``x_0`` alone plus speeds ``[B, T, M]`` (default: the hard
     speeds inferred from consecutive frames): flow the encoder mean and decode. Returns ``(x_hat, speeds, x_id)``,
-    ``x_id`` being the identity baseline (``z_0`` decoded at every step)."""
+    ``x_id`` being the identity baseline (``z_0`` decoded at every step).
+
+    Transition ``t`` uses field time ``t``; with ``period`` the field time restarts every ``period`` transitions
+    (``1, ..., period, 1, ...``), so that a flow longer than training never asks a time-dependent field about a
+    time it was not trained at."""
     frames = check_tensor(frames, "frames", ndim=5)
     B, T1 = frames.shape[:2]
     mu, _ = model.encode(frames[:, 0])
@@ -166,7 +170,15 @@ def rollout(model, frames: torch.Tensor, speeds: torch.Tensor | None = None):
         speeds = model.infer_speeds(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)).reshape(B, T1 - 1, -1)
     speeds = check_tensor(speeds, "speeds", ndim=3, last=model.M)
     c = model.config
-    z = flowlib.flow(model.fields, mu, speeds.to(mu), c.h, c.n_sub, logdet=None).z         # [B, T + 1, D]
+    if period is not None and (not isinstance(period, int) or period < 1):
+        raise ValueError(f"period must be a positive int or None, got {period!r}")
+    chunk = period or speeds.shape[1]
+    path = [mu[:, None]]
+    for start in range(0, speeds.shape[1], chunk):                                  # one pass without a period
+        part = flowlib.flow(model.fields, path[-1][:, -1], speeds[:, start:start + chunk].to(mu), c.h, c.n_sub,
+                            logdet=None).z
+        path.append(part[:, 1:])
+    z = torch.cat(path, 1)                                                           # [B, T + 1, D]
     x_hat = model.decode(z.flatten(0, 1)).reshape(frames.shape)
     x_id = model.decode(mu)[:, None].expand_as(frames)
     return x_hat, speeds, x_id
@@ -282,20 +294,38 @@ def composition(model, generator: SequenceGenerator, pair=("rotate", "hue"), n: 
     adding velocities, no frame of the combined sequence is looked at after ``x_0``); ``inferred``: speeds inferred
     from the combined sequence's frames; ``single``: only the first transformation's typical speeds;
     ``identity``: ``z_0`` at every step. Values are mean absolute errors per pixel over steps 1..T, plus the
-    per-step curves and the frames for a figure.
+    per-step curves, the mean speed vectors (typical per transformation, and inferred on the combined
+    sequences) and the frames for a figure.
     """
     device = next(model.parameters()).device
     frames = _unit_sequences(generator, pair, n, seed, device, T)
     B, T1 = frames.shape[:2]
     typical = [typical_speeds(model, generator, name, n, seed + 1 + i, device) for i, name in enumerate(pair)]
     summed = (typical[0] + typical[1]).expand(B, T1 - 1, -1)
-    preds = {"summed": rollout(model, frames, summed)[0], "inferred": rollout(model, frames)[0],
+    inferred, inferred_speeds, _ = rollout(model, frames)
+    preds = {"summed": rollout(model, frames, summed)[0], "inferred": inferred,
              "single": rollout(model, frames, typical[0].expand(B, T1 - 1, -1))[0]}
     preds["identity"] = rollout(model, frames, torch.zeros_like(summed))[2]
     curves = {key: stepwise_error(value, frames) for key, value in preds.items()}
     return {"pair": list(pair), "mae": {key: curve[1:].mean().item() for key, curve in curves.items()},
             "curves": {key: curve.tolist() for key, curve in curves.items()},
-            "typical_speeds": [t.tolist() for t in typical], "frames": frames, "predictions": preds}
+            "typical_speeds": [t.tolist() for t in typical], "inferred_speeds": inferred_speeds.mean((0, 1)).tolist(),
+            "frames": frames, "predictions": preds}
+
+
+@torch.no_grad()
+def extrapolation(model, generator: SequenceGenerator, name: str, T: int = 16, n: int = 64, seed: int = 0,
+                  period: int | None = None) -> dict:
+    """Flow further than training went: test sequences of ``T`` steps in which ``name`` alone acts, speeds inferred
+    from consecutive frames. Returns the per-step mean absolute errors ``[T + 1]`` of the model and of the identity
+    baseline, and their ratio per step (steps 1..T). ``period``: see :func:`rollout`."""
+    device = next(model.parameters()).device
+    frames = generator.sample(n, generator=torch.Generator().manual_seed(seed), only=name, T=T,
+                              device=device).frames
+    x_hat, _, x_id = rollout(model, frames, period=period)
+    model_curve, identity_curve = stepwise_error(x_hat, frames), stepwise_error(x_id, frames)
+    return {"name": name, "T": T, "model": model_curve.tolist(), "identity": identity_curve.tolist(),
+            "ratio": (model_curve[1:] / identity_curve[1:].clamp_min(1e-12)).tolist()}
 
 
 # ------------------------------------------------------------------------------------------------------ evaluate
@@ -312,20 +342,22 @@ def likelihoods(model, images: torch.Tensor, generator: SequenceGenerator, ks=(1
     dims = x[0].numel()
     out = {"frame": {}, "sequence": {}, "n_frames": x.shape[0], "n_sequences": n_sequences, "dims": dims}
     for k in ks:
-        torch.manual_seed(seed + k)
-        f = frame_log_likelihood(model, x, k).mean().item()
-        torch.manual_seed(seed + k)
-        s = sequence_log_likelihood(model, seqs, k).mean().item()
+        # seeded draws that leave the caller's random state as it was
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + k)
+            f = frame_log_likelihood(model, x, k).mean().item()
+            torch.manual_seed(seed + k)
+            s = sequence_log_likelihood(model, seqs, k).mean().item()
         out["frame"][str(k)] = {"nats": f, "bits_per_dim": bits_per_dim(f, dims)}
         out["sequence"][str(k)] = {"nats": s, "bits_per_dim": bits_per_dim(s, dims * seqs.shape[1])}
     return out
 
 
 def evaluate(model, images: torch.Tensor, transformations=("rotate", "scale", "hue"), n: int = 128, T: int = 8,
-             seed: int = 0, device=None, val_images: torch.Tensor | None = None, ks=(1, 100)) -> dict:
+             seed: int = 0, device=None, val_images: torch.Tensor | None = None, ks=()) -> dict:
     """Everything of chapter 7 on test ``images``: equivariance errors per transformation, the disentanglement
-    matrix and scores (STA only), and IWAE bounds for ``k`` in ``ks`` (empty: skip). A :class:`FrameVAE` needs
-    ``val_images`` to choose its directions."""
+    matrix and scores (STA only), and IWAE bounds for ``k`` in ``ks`` (e.g. ``(1, 100)``; empty: none).
+    A :class:`FrameVAE` needs ``val_images`` to choose its directions."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     gen = SequenceGenerator(images.to(device), transformations=tuple(transformations), T=T)
     was_training = model.training

@@ -9,7 +9,7 @@ from matplotlib import animation
 
 __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation",
            "show_sequences", "plot_spike_raster", "animate_sequences", "plot_relaxed_spikes", "plot_share_matrix",
-           "plot_training_curves"]
+           "plot_training_curves", "plot_step_errors", "plot_comparison"]
 
 
 def use_book_style(dpi: int = 72):
@@ -204,3 +204,47 @@ def plot_training_curves(axes, log: list[dict], keys=("recon", "kl_flow", "kl_sp
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     return axes
+
+
+def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, title: str = ""):
+    """Per-step error curves (``{label: [T + 1] values}``) from step ``first``; ``mark`` draws a dashed line at
+    a step (e.g. the longest training sequence)."""
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=float)
+        ax.plot(np.arange(first, len(values)), values[first:], marker="o", ms=3, lw=1, label=label)
+    if mark is not None:
+        ax.axvline(mark, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("mean |error| per pixel")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def plot_comparison(ax, results: dict, key: str, labels: dict | None = None, title: str = "",
+                    reference: float | None = None):
+    """Bars of ``mean +- std`` over seeds of the summary metric ``key`` for each variant of a comparison, with
+    each seed's value as a dot; ``reference`` draws a horizontal line (e.g. 1 for a ratio to a baseline)."""
+    names, means, stds = [], [], []
+    for variant, entry in results["variants"].items():
+        stat = entry["summary"].get(key)
+        if stat is None:
+            continue
+        names.append((labels or {}).get(variant, variant))
+        means.append(stat["mean"])
+        stds.append(stat["std"])
+        seeds = _per_seed_values(entry, key)
+        ax.plot([len(names) - 1] * len(seeds), seeds, "k.", ms=4, zorder=3)
+    ax.bar(range(len(names)), means, yerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=3)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=0.8)
+    ax.set_title(title or key, fontsize=10)
+    return ax
+
+
+def _per_seed_values(entry: dict, key: str) -> list[float]:
+    from .baselines import _flatten_metrics
+
+    return [row[key] for row in map(_flatten_metrics, entry["per_seed"].values()) if key in row]

@@ -240,3 +240,18 @@ def test_evaluate_and_composition_on_a_small_model():
         metrics.composition(model, gen, ("rotate", "shear"), n=2)
     with pytest.raises(ValueError, match="needs val_images"):
         metrics.evaluate(FrameVAE(STAConfig(**SMALL)), images[:40], n=2, T=2, ks=())
+
+
+def test_rollout_with_a_period_restarts_the_field_time(frames):
+    torch.manual_seed(0)
+    model = STA(STAConfig(**SMALL))
+    speeds = torch.rand(3, 3, 3)
+    full, _, _ = metrics.rollout(model, frames, speeds)
+    torch.testing.assert_close(metrics.rollout(model, frames, speeds, period=3)[0], full)
+    two, _, _ = metrics.rollout(model, frames, speeds, period=2)
+    torch.testing.assert_close(two[:, :3], full[:, :3])
+    mu, _ = model.encode(frames[:, 0])
+    z2 = model.transform(model.transform(model.transform(mu, speeds[:, 0], 1), speeds[:, 1], 2), speeds[:, 2], 1)
+    torch.testing.assert_close(two[:, 3], model.decode(z2))
+    with pytest.raises(ValueError, match="period must be a positive int"):
+        metrics.rollout(model, frames, speeds, period=0)
