@@ -206,7 +206,8 @@ def plot_training_curves(axes, log: list[dict], keys=("recon", "kl_flow", "kl_sp
     return axes
 
 
-def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, title: str = ""):
+def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, title: str = "",
+                     legend: bool = True):
     """Per-step error curves (``{label: [T + 1] values}``) from step ``first``; ``mark`` draws a dashed line at
     a step (e.g. the longest training sequence)."""
     for label, values in curves.items():
@@ -217,7 +218,8 @@ def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, 
     ax.set_xlabel("step t")
     ax.set_ylabel("mean |error| per pixel")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    if legend:
+        ax.legend(fontsize=8, frameon=False)
     return ax
 
 

@@ -12,3 +12,12 @@ def available_devices():
 @pytest.fixture(params=available_devices())
 def device(request):
     return torch.device(request.param)
+
+
+def digit_sequences(batch: int, T: int = 3, seed: int = 0) -> torch.Tensor:
+    """``batch`` short digit sequences ``[B, T + 1, 3, 28, 28]`` from the embedded digits (seeded)."""
+    from stabook import data
+
+    images, _ = data.load_digits()
+    gen = data.SequenceGenerator(images[:64], T=T)
+    return gen.sample(batch, generator=torch.Generator().manual_seed(seed)).frames

@@ -3,9 +3,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import digit_sequences
 from torch.distributions import Normal, kl_divergence
 
-from stabook import baselines, data, metrics
+from stabook import baselines, metrics
 from stabook import train as training
 from stabook.__main__ import main
 from stabook.model import STA, STAConfig
@@ -19,9 +20,7 @@ SMALL_SET = ["latent_dim=4", "n_potential=2", "n_rotational=1", "field_hidden=8"
 
 @pytest.fixture(scope="module")
 def frames():
-    images, _ = data.load_digits()
-    gen = data.SequenceGenerator(images[:64], T=3)
-    return gen.sample(4, generator=torch.Generator().manual_seed(0)).frames
+    return digit_sequences(4)
 
 
 def test_vae_terms_and_summary(frames):

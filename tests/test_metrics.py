@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import digit_sequences
 from torch import nn
 from torch.distributions import Normal
 
@@ -73,9 +74,7 @@ def test_bits_per_dim():
 
 @pytest.fixture(scope="module")
 def frames():
-    images, _ = data.load_digits()
-    gen = data.SequenceGenerator(images[:64], T=3)
-    return gen.sample(3, generator=torch.Generator().manual_seed(0)).frames
+    return digit_sequences(3)
 
 
 def _mean_and_error(samples):
