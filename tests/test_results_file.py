@@ -1,0 +1,50 @@
+"""The comparison results that chapter 7 reads (book/results/*.json) are complete and consistent."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from stabook.baselines import VARIANTS, summarise
+
+RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
+FILES = {"tiny.json": set(VARIANTS), "tiny-5000.json": {"sta", "vae"}}
+
+
+@pytest.fixture(params=sorted(FILES), scope="module")
+def named_results(request):
+    return request.param, json.loads((RESULTS / request.param).read_text())
+
+
+def test_results_name_the_command_that_made_them(named_results):
+    name, results = named_results
+    assert results["command"].startswith("python -m stabook compare")
+    assert f"--output book/results/{name}" in results["command"]
+    assert results["preset"] == "tiny" and results["created"]
+
+
+def test_every_variant_has_three_or_more_seeds(named_results):
+    name, results = named_results
+    assert len(results["seeds"]) >= 3
+    assert set(results["variants"]) == FILES[name]
+    for entry in results["variants"].values():
+        assert sorted(entry["per_seed"]) == sorted(str(s) for s in results["seeds"])
+        assert entry["config"]["steps"] == results["steps"]
+
+
+def test_summaries_are_recomputed_from_the_seeds(named_results):
+    for entry in named_results[1]["variants"].values():
+        again = summarise({int(s): r for s, r in entry["per_seed"].items()})
+        assert set(again) == set(entry["summary"])
+        for key, stat in again.items():
+            assert math.isclose(stat["mean"], entry["summary"][key]["mean"], rel_tol=1e-12, abs_tol=1e-12)
+            assert math.isclose(stat["std"], entry["summary"][key]["std"], rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_more_samples_give_a_higher_bound(named_results):
+    for entry in named_results[1]["variants"].values():
+        for r in entry["per_seed"].values():
+            for kind in ("frame", "sequence"):
+                like = r["likelihood"][kind]
+                assert like["100"]["nats"] > like["1"]["nats"]      # by far more than Monte Carlo noise
