@@ -9,7 +9,7 @@ from matplotlib import animation
 
 __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation",
            "show_sequences", "plot_spike_raster", "animate_sequences", "plot_relaxed_spikes", "plot_share_matrix",
-           "plot_training_curves", "plot_step_errors", "plot_comparison"]
+           "plot_training_curves", "plot_step_errors", "plot_comparison", "plot_comparison_panels"]
 
 
 def use_book_style(dpi: int = 72):
@@ -250,3 +250,16 @@ def _per_seed_values(entry: dict, key: str) -> list[float]:
     from .baselines import _flatten_metrics
 
     return [row[key] for row in map(_flatten_metrics, entry["per_seed"].values()) if key in row]
+
+
+def plot_comparison_panels(results: dict, transformations, labels: dict | None = None, title: str = ""):
+    """One :func:`plot_comparison` panel per transformation (equivariance error / identity baseline) and one
+    for the matched share: the figure of a comparison's results."""
+    fig, axes = plt.subplots(1, len(transformations) + 1, figsize=(3.75 * (len(transformations) + 1), 3.2))
+    for ax, name in zip(axes[:-1], transformations, strict=True):
+        plot_comparison(ax, results, f"ratio_{name}", labels, f"{name}: error / identity", reference=1)
+    plot_comparison(axes[-1], results, "matched_share", labels, "matched share")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
