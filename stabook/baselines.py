@@ -21,7 +21,7 @@ from torch.distributions import Normal, kl_divergence
 
 from ._checks import check_tensor
 from .model import STA, STAConfig
-from .nets import Decoder, Encoder, MLPDecoder
+from .nets import Encoder, make_decoder
 
 __all__ = ["FrameVAE", "VAEOutput", "VARIANTS", "MODEL_KINDS", "build_model", "fit_directions", "summarise",
            "run_comparison", "comparison_table", "LABELS"]
@@ -67,10 +67,7 @@ class FrameVAE(nn.Module):
         super().__init__()
         self.config = c = config or STAConfig()
         self.encoder = Encoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
-        if c.decoder == "conv":
-            self.decoder = Decoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
-        else:
-            self.decoder = MLPDecoder(c.latent_dim, c.channels, c.image_size, c.net_hidden)
+        self.decoder = make_decoder(c)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, log_var)`` of ``q(z | x)``, each ``[N, D]``, for images ``[N, C, H, W]``."""

@@ -67,9 +67,9 @@ def iwae(log_weights: Callable[[int], torch.Tensor], k: int, chunk: int = 100) -
 
 
 def _bernoulli_log_lik(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``log p(x | z)`` summed over ``[C, H, W]``; ``logits`` ``[N, n, C, H, W]``, ``x`` ``[N, C, H, W]``."""
-    target = x[:, None].expand_as(logits)
-    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).sum(-1)
+    """``log p(x | z)`` summed over the last three axes ``[C, H, W]``; ``x`` broadcasts against ``logits``."""
+    target = x.expand_as(logits)
+    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(-3).sum(-1)
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def frame_log_likelihood(model, x: torch.Tensor, k: int = 1, chunk: int | None =
         z = q.loc + q.scale * torch.randn(N, n, q.loc.shape[-1], device=x.device, dtype=q.loc.dtype)   # [N, n, D]
         log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
         logits = model.decoder(z.flatten(0, 1)).reshape(N, n, *x.shape[1:])
-        return _bernoulli_log_lik(logits, x) + log_prior - q.log_prob(z).sum(-1)
+        return _bernoulli_log_lik(logits, x[:, None]) + log_prior - q.log_prob(z).sum(-1)
 
     return iwae(log_weights, k, chunk)
 
@@ -137,9 +137,7 @@ def sequence_log_likelihood(model, frames: torch.Tensor, k: int = 1, chunk: int 
             g = y * s
         z = flowlib.flow(model.fields, z0.flatten(0, 1), g.flatten(0, 1), c.h, c.n_sub, logdet=None).z
         logits = model.decoder(z.flatten(0, 1)).reshape(B, n, T1, *frames.shape[2:])
-        target = frames[:, None].expand_as(logits)
-        log_lik = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(3).sum((2, 3))
-        return log_w + log_lik
+        return log_w + _bernoulli_log_lik(logits, frames[:, None]).sum(-1)
 
     return iwae(log_weights, k, chunk)
 
@@ -222,6 +220,11 @@ def equivariance_error(model, frames: torch.Tensor, direction: torch.Tensor | No
         raise ValueError("a model without fields (a FrameVAE) needs direction=, from baselines.fit_directions")
     else:
         x_hat, _, x_id = direction_rollout(model, frames, direction)
+    return _errors(x_hat, x_id, frames)
+
+
+def _errors(x_hat, x_id, frames) -> dict[str, float]:
+    """The numbers of :func:`equivariance_error` from a rollout's predictions."""
     err = (x_hat[:, 1:] - frames[:, 1:]).abs()
     return {"mae": err.mean().item(), "identity_mae": (x_id[:, 1:] - frames[:, 1:]).abs().mean().item(),
             "released_form": err.sum((1, 2, 3, 4)).mean().item()}
@@ -302,10 +305,9 @@ def composition(model, generator: SequenceGenerator, pair=("rotate", "hue"), n: 
     B, T1 = frames.shape[:2]
     typical = [typical_speeds(model, generator, name, n, seed + 1 + i, device) for i, name in enumerate(pair)]
     summed = (typical[0] + typical[1]).expand(B, T1 - 1, -1)
-    inferred, inferred_speeds, _ = rollout(model, frames)
+    inferred, inferred_speeds, identity = rollout(model, frames)
     preds = {"summed": rollout(model, frames, summed)[0], "inferred": inferred,
-             "single": rollout(model, frames, typical[0].expand(B, T1 - 1, -1))[0]}
-    preds["identity"] = rollout(model, frames, torch.zeros_like(summed))[2]
+             "single": rollout(model, frames, typical[0].expand(B, T1 - 1, -1))[0], "identity": identity}
     curves = {key: stepwise_error(value, frames) for key, value in preds.items()}
     return {"pair": list(pair), "mae": {key: curve[1:].mean().item() for key, curve in curves.items()},
             "curves": {key: curve.tolist() for key, curve in curves.items()},
@@ -372,12 +374,14 @@ def evaluate(model, images: torch.Tensor, transformations=("rotate", "scale", "h
     shares, dominant = [], []
     for k, name in enumerate(gen.transformations):
         batch = gen.sample(n, generator=torch.Generator().manual_seed(seed + k), only=name, device=device)
-        result["equivariance"][name] = equivariance_error(model, batch.frames,
-                                                          None if directions is None else directions[name])
-        if directions is None:
-            share, dom = _shares(rollout(model, batch.frames)[1])
+        if directions is None:                       # one rollout serves the errors and the speed shares
+            x_hat, speeds, x_id = rollout(model, batch.frames)
+            result["equivariance"][name] = _errors(x_hat, x_id, batch.frames)
+            share, dom = _shares(speeds)
             shares.append(share)
             dominant.append(dom)
+        else:
+            result["equivariance"][name] = equivariance_error(model, batch.frames, directions[name])
     result["equivariance_ratio"] = {name: v["mae"] / max(v["identity_mae"], 1e-12)
                                     for name, v in result["equivariance"].items()}
     result["disentanglement"] = (disentanglement(torch.stack(shares), torch.stack(dominant)) if shares else None)

@@ -23,7 +23,7 @@ from torch.profiler import record_function
 
 from . import flow as flowlib
 from ._checks import check_tensor
-from .nets import Decoder, Encoder, MLPDecoder
+from .nets import Encoder, make_decoder
 from .sparse import SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
 
 __all__ = ["STAConfig", "STA", "STAOutput", "gaussian_toy_bound", "gaussian_toy_posterior"]
@@ -134,10 +134,7 @@ class STA(nn.Module):
             config = STAConfig.from_dict({**config.to_dict(), **overrides})
         self.config = c = config
         self.encoder = Encoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
-        if c.decoder == "conv":
-            self.decoder = Decoder(c.latent_dim, c.channels, c.image_size, c.net_width, c.net_hidden)
-        else:
-            self.decoder = MLPDecoder(c.latent_dim, c.channels, c.image_size, c.net_hidden)
+        self.decoder = make_decoder(c)
         self.fields = flowlib.FieldBank(c.latent_dim, c.n_potential, c.n_rotational, hidden=c.field_hidden)
         self.posterior = SpeedPosterior(self.M, c.channels, c.image_size, c.posterior_width, c.posterior_hidden)
         self.prior = SpikeSlabPrior(self.M, c.pi0, c.alpha, c.beta, c.slab_mu, c.slab_sigma)

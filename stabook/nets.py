@@ -7,7 +7,7 @@ from torch import nn
 
 from ._checks import check_tensor
 
-__all__ = ["Encoder", "Decoder", "MLPDecoder", "SIZES"]
+__all__ = ["Encoder", "Decoder", "MLPDecoder", "SIZES", "make_decoder"]
 
 #: image size -> number of stride-2 stages (down in the encoder, up in the decoder)
 SIZES = {28: 2, 32: 2, 64: 3}
@@ -84,3 +84,10 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).reshape(z.shape[0], *self.shape)
+
+
+def make_decoder(config) -> nn.Module:
+    """The decoder a :class:`stabook.model.STAConfig` asks for: :class:`Decoder` or :class:`MLPDecoder`."""
+    if config.decoder == "conv":
+        return Decoder(config.latent_dim, config.channels, config.image_size, config.net_width, config.net_hidden)
+    return MLPDecoder(config.latent_dim, config.channels, config.image_size, config.net_hidden)
