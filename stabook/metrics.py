@@ -26,6 +26,7 @@ from torch.distributions import Bernoulli, Normal
 
 from . import flow as flowlib
 from ._checks import check_tensor
+from .baselines import fit_directions
 from .data import SequenceGenerator
 
 __all__ = ["iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim", "rollout",
@@ -392,8 +393,6 @@ def evaluate(model, images: torch.Tensor, transformations=("rotate", "scale", "h
 
 
 def _fit_directions(model, generator, n, seed, device):
-    from .baselines import fit_directions
-
     rng = torch.Generator().manual_seed(seed)
     return fit_directions(model, {name: generator.sample(n, generator=rng, only=name, device=device).frames
                                   for name in generator.transformations})

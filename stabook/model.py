@@ -22,7 +22,7 @@ from torch.distributions import Normal, kl_divergence
 from torch.profiler import record_function
 
 from . import flow as flowlib
-from ._checks import check_tensor
+from ._checks import check_images, check_tensor
 from .nets import Encoder, make_decoder
 from .sparse import SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
 
@@ -67,13 +67,31 @@ class STAConfig:
             raise ValueError(f"decoder must be 'conv' or 'mlp', got {self.decoder!r}")
         if self.speeds not in ("sparse", "dense"):
             raise ValueError(f"speeds must be 'sparse' or 'dense', got {self.speeds!r}")
-        if self.dense_sigma <= 0:
-            raise ValueError(f"dense_sigma must be > 0, got {self.dense_sigma}")
-        if self.latent_dim < 2:
-            raise ValueError(f"latent_dim must be >= 2, got {self.latent_dim}")
-        for name in ("beta_flow", "beta_spike", "beta_slab", "lambda_hj"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        minimum = {"image_size": 1, "channels": 1, "latent_dim": 2, "n_potential": 0, "n_rotational": 0,
+                   "field_hidden": 1, "net_width": 1, "net_hidden": 1, "posterior_width": 1, "posterior_hidden": 1,
+                   "n_sub": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.n_potential + self.n_rotational < 1:
+            raise ValueError("the model needs at least one field: n_potential + n_rotational >= 1")
+        for name in ("h", "slab_sigma", "dense_sigma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("pi0", "alpha", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ValueError(f"{name} must be a probability in (0, 1), got {value!r}")
+        for name in ("slab_mu", "beta_flow", "beta_spike", "beta_slab", "lambda_hj"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if name != "slab_mu" and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not isinstance(self.straight_through, bool):
+            raise ValueError(f"straight_through must be true or false, got {self.straight_through!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> STAConfig:
@@ -143,9 +161,14 @@ class STA(nn.Module):
     def M(self) -> int:
         return self.config.n_potential + self.config.n_rotational
 
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        """The dtype of the parameters; frames of another floating dtype are converted to it."""
+        return next(self.decoder.parameters()).dtype
+
     def _check_frames(self, frames):
         c = self.config
-        frames = check_tensor(frames, "frames", ndim=5)
+        frames = check_images(frames, "frames", ndim=5, dtype=self.decoder_dtype)
         if tuple(frames.shape[2:]) != (c.channels, c.image_size, c.image_size):
             raise ValueError(f"frames must have shape [B, T + 1, {c.channels}, {c.image_size}, {c.image_size}], "
                              f"got {tuple(frames.shape)}")

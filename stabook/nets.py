@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_tensor
+from ._checks import check_images
 
 __all__ = ["Encoder", "Decoder", "MLPDecoder", "SIZES", "make_decoder"]
 
@@ -37,7 +37,7 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat, hidden), nn.SiLU(), nn.Linear(hidden, 2 * latent_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = check_tensor(x, "x", ndim=4)
+        x = check_images(x, "x", ndim=4, dtype=self.head[0].weight.dtype)
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"x must have shape [N, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
         mu, log_var = self.head(self.trunk(x)).chunk(2, dim=-1)

@@ -19,9 +19,16 @@ def get_device(prefer: str | None = None) -> torch.device:
     """
     prefer = prefer if prefer is not None else os.environ.get("STABOOK_DEVICE")
     if prefer:
-        device = torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch device such as cpu, cuda, cuda:1 or mps, "
+                             f"got {prefer!r}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={prefer!r} was requested but CUDA is not available")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={prefer!r} was requested but only {torch.cuda.device_count()} CUDA device(s) "
+                             f"are present")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"device={prefer!r} was requested but MPS is not available")
         return device

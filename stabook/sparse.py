@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, LogNormal, RelaxedBernoulli, kl_divergence
 
-from ._checks import check_positive, check_probability, check_tensor
+from ._checks import check_images, check_positive, check_probability, check_tensor
 
 __all__ = ["SpikeSlabPrior", "SpeedPosterior", "PosteriorOutput", "relaxed_spikes", "TemperatureSchedule",
            "spike_kl", "slab_kl", "fit_supervised", "evaluate_supervised"]
@@ -232,8 +232,9 @@ class SpeedPosterior(nn.Module):
     def pair(self, x_prev: torch.Tensor, x_next: torch.Tensor) -> PosteriorOutput:
         """Outputs ``[N, M]`` for frame pairs ``[N, C, H, W]``."""
         shape = (self.channels, self.image_size, self.image_size)
-        x_prev = check_tensor(x_prev, "x_prev", ndim=4)
-        x_next = check_tensor(x_next, "x_next", ndim=4)
+        dtype = self.head[0].weight.dtype
+        x_prev = check_images(x_prev, "x_prev", ndim=4, dtype=dtype)
+        x_next = check_images(x_next, "x_next", ndim=4, dtype=dtype)
         if x_prev.shape != x_next.shape or tuple(x_prev.shape[1:]) != shape:
             raise ValueError(f"x_prev and x_next must both have shape [N, {', '.join(map(str, shape))}], got "
                              f"{tuple(x_prev.shape)} and {tuple(x_next.shape)}")
@@ -244,7 +245,7 @@ class SpeedPosterior(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> PosteriorOutput:
         """Outputs ``[B, T, M]`` for sequences ``[B, T + 1, C, H, W]`` (every consecutive pair)."""
-        frames = check_tensor(frames, "frames", ndim=5)
+        frames = check_images(frames, "frames", ndim=5, dtype=self.head[0].weight.dtype)
         B, T1 = frames.shape[:2]
         if T1 < 2:
             raise ValueError(f"frames must hold at least two frames per sequence, got shape {tuple(frames.shape)}")

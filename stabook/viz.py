@@ -247,9 +247,9 @@ def plot_comparison(ax, results: dict, key: str, labels: dict | None = None, tit
 
 
 def _per_seed_values(entry: dict, key: str) -> list[float]:
-    from .baselines import _flatten_metrics
+    from .compare import flatten_metrics
 
-    return [row[key] for row in map(_flatten_metrics, entry["per_seed"].values()) if key in row]
+    return [row[key] for row in map(flatten_metrics, entry["per_seed"].values()) if key in row]
 
 
 def plot_comparison_panels(results: dict, transformations, labels: dict | None = None, title: str = ""):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stabook.baselines import VARIANTS, summarise
+from stabook.baselines import VARIANTS
+from stabook.compare import summarise
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 FILES = {"tiny.json": set(VARIANTS), "tiny-5000.json": set(VARIANTS)}

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from stabook import baselines, viz  # noqa: E402
+from stabook import baselines, compare, viz  # noqa: E402
 
 
 def _results():
@@ -18,7 +18,7 @@ def _results():
 
     per_seed = {"sta": {0: run(0.4, 0.8), 1: run(0.6, 0.6)}, "vae": {0: run(0.9), 1: run(0.7)}}
     return {"variants": {name: {"per_seed": {str(s): r for s, r in runs.items()},
-                                "summary": baselines.summarise(runs)} for name, runs in per_seed.items()}}
+                                "summary": compare.summarise(runs)} for name, runs in per_seed.items()}}
 
 
 def test_comparison_bars_show_means_and_standard_deviations():
@@ -35,7 +35,7 @@ def test_comparison_bars_show_means_and_standard_deviations():
 
 
 def test_comparison_table_marks_missing_metrics():
-    table = baselines.comparison_table(_results(), {"ratio_rotate": "rotate", "matched_share": "share"}, digits=2)
+    table = compare.comparison_table(_results(), {"ratio_rotate": "rotate", "matched_share": "share"}, digits=2)
     lines = table.splitlines()
     assert lines[0] == "| model | rotate | share |"
     assert lines[2] == "| STA | 0.50 ± 0.14 | 0.70 ± 0.14 |"

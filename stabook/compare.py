@@ -1,0 +1,127 @@
+"""Chapter 7: STA, its ablations and the VAE trained by the same code on the same data and budget, over seeds.
+
+``python -m stabook compare --preset tiny --steps 2000 --seeds 0,1,2 --output results.json`` runs
+:func:`run_comparison`; :func:`summarise` gives mean and standard deviation over seeds and
+:func:`comparison_table` a Markdown table. This module sits above the trainer (:mod:`stabook.train`), which sits
+above the models (:mod:`stabook.model`, :mod:`stabook.baselines`) and the metrics (:mod:`stabook.metrics`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import torch
+
+from .baselines import LABELS, VARIANTS
+from .train import CHECKPOINT, TrainConfig, apply_overrides, preset, train
+
+__all__ = ["run_comparison", "summarise", "comparison_table", "parse_seeds", "flatten_metrics"]
+
+
+def parse_seeds(seeds) -> list[int]:
+    """Seeds from ``"0,1,2"`` or an iterable of ints; a ValueError says what was expected."""
+    parts = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    try:
+        out = [int(s) for s in parts if str(s).strip()]
+    except (TypeError, ValueError):
+        raise ValueError(f"seeds must be comma-separated integers >= 0, got {seeds!r}") from None
+    if not out or any(s < 0 for s in out):
+        raise ValueError(f"seeds must be comma-separated integers >= 0 (at least one), got {seeds!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds must not repeat, got {seeds!r}")
+    return out
+
+
+def flatten_metrics(result: dict) -> dict[str, float]:
+    """The numbers of an evaluation (:func:`stabook.metrics.evaluate`) that the comparison table reports."""
+    row = {}
+    for name, v in result["equivariance"].items():
+        row[f"equivariance_{name}"] = v["mae"]
+        row[f"identity_{name}"] = v["identity_mae"]
+        row[f"ratio_{name}"] = result["equivariance_ratio"][name]
+    if result.get("disentanglement"):
+        row["score"] = result["disentanglement"]["score"]
+        row["matched_share"] = result["disentanglement"]["matched_share"]
+    for kind in ("frame", "sequence"):
+        for k, v in result.get("likelihood", {}).get(kind, {}).items():
+            row[f"{kind}_nats_k{k}"] = v["nats"]
+            row[f"{kind}_bpd_k{k}"] = v["bits_per_dim"]
+    return row
+
+
+def summarise(per_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation (``ddof = 1``; 0 for one seed) and count of every metric over seeds."""
+    rows = [flatten_metrics(r) for r in per_seed.values()]
+    keys = sorted(set().union(*rows)) if rows else []
+    out = {}
+    for key in keys:
+        values = torch.tensor([r[key] for r in rows if key in r], dtype=torch.float64)
+        out[key] = {"mean": values.mean().item(), "std": values.std().item() if len(values) > 1 else 0.0,
+                    "n": len(values)}
+    return out
+
+
+def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, steps: int | None = None,
+                   runs_dir="runs/compare", out=None, device=None, progress: bool = True, overrides=(),
+                   command: str = "") -> dict:
+    """Train and evaluate every variant of :data:`VARIANTS` (or those named) for every seed with the same
+    preset, data and budget, and summarise. ``steps`` overrides the preset's budget (the temperature is then
+    annealed over the first 80% of it). Each run lives in ``runs_dir/<variant>-seed<s>``: a finished run
+    (``eval.json`` present) is reused, an interrupted one resumed, so the command can be repeated until done
+    and split over processes. Writes ``out`` (JSON) if given; returns the results."""
+    variants = list(VARIANTS) if variants is None else list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}: expected names from {list(VARIANTS)}")
+    seeds = parse_seeds(seeds)
+    results = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "command": command, "preset": preset_name, "seeds": seeds, "variants": {}}
+    for variant in variants:
+        per_seed, configs = {}, None
+        for seed in seeds:
+            run_dir = Path(runs_dir) / f"{variant}-seed{seed}"
+            settings = [*VARIANTS[variant], *overrides, f"seed={seed}", f"run_dir={run_dir}"]
+            if device is not None:
+                settings.append(f"device={device}")
+            if steps is not None:
+                settings += [f"steps={steps}", f"temperature_steps={max(1, int(0.8 * steps))}"]
+            config = apply_overrides(preset(preset_name), settings)
+            eval_path = run_dir / "eval.json"
+            done = eval_path.exists() and (run_dir / "config.json").exists() and \
+                TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())).to_dict() == config.to_dict()
+            if not done:
+                resume = (run_dir / CHECKPOINT).exists()
+                if resume:
+                    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+                    if saved.to_dict() != config.to_dict():
+                        raise ValueError(f"{run_dir} holds a run with another configuration; move it away or "
+                                         f"choose another runs_dir")
+                # a folder with no checkpoint holds nothing to resume (a run stopped before its first one)
+                train(config, resume=resume, progress=progress, overwrite=not resume)
+            per_seed[seed] = json.loads(eval_path.read_text())
+            configs = config.to_dict()
+        results["variants"][variant] = {"overrides": list(VARIANTS[variant]), "config": configs,
+                                        "per_seed": {str(s): r for s, r in per_seed.items()},
+                                        "summary": summarise(per_seed)}
+        results["steps"] = configs["steps"]
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def comparison_table(results: dict, columns: dict[str, str], digits: int = 3) -> str:
+    """A Markdown table of ``mean +- std`` over seeds, one row per variant of a :func:`run_comparison` result.
+
+    ``columns`` maps a summary key (e.g. ``"ratio_rotate"``) to its column header; a variant without that
+    metric (the VAE has no fields, so no disentanglement score) shows a dash."""
+    lines = ["| model | " + " | ".join(columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
+    for variant, entry in results["variants"].items():
+        cells = []
+        for key in columns:
+            stat = entry["summary"].get(key)
+            cells.append("-" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}")
+        lines.append(f"| {LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
