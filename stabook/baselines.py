@@ -93,7 +93,7 @@ class FrameVAE(nn.Module):
                              f"got {tuple(frames.shape)}")
         B, T1 = frames.shape[:2]
         x = frames.flatten(0, 1)
-        mu, log_var = self.encoder(x)
+        mu, log_var = (o.to(frames.dtype) for o in self.encoder(x))        # full precision outside the networks
         q = Normal(mu, (0.5 * log_var).exp())
         shape = (T1, c.latent_dim)
         if noise_batch is None:
@@ -101,7 +101,7 @@ class FrameVAE(nn.Module):
         else:
             eps = torch.randn(noise_batch, *shape, device=mu.device, dtype=mu.dtype)[noise_offset:noise_offset + B]
         z = mu + q.stddev * eps.flatten(0, 1)
-        logits = self.decoder(z)
+        logits = self.decoder(z).to(frames.dtype)
         recon = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3)).reshape(B, T1)
         kl = kl_divergence(q, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1).reshape(B, T1)
         objective = (recon - kl).sum(1)

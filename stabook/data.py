@@ -28,6 +28,7 @@ import math
 import os
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -470,8 +471,12 @@ def read_idx(path) -> np.ndarray:
     """Parse an IDX file (gzipped or not) into a numpy array (magic number, dtype code, dims, data)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{path} is truncated or not a valid gzip file ({err}); delete it and fetch it again") \
+            from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -480,6 +485,9 @@ def read_idx(path) -> np.ndarray:
     ndim = data[3]
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
+    itemsize = np.dtype(dtypes[data[2]]).itemsize
+    if len(data) < offset or (len(data) - offset) % itemsize:
+        raise ValueError(f"{path}: the file is truncated (its length does not fit its IDX header)")
     array = np.frombuffer(data, dtype=dtypes[data[2]], offset=offset)
     if array.size != int(np.prod(dims)):
         raise ValueError(f"{path}: header says {dims} but the file holds {array.size} values")
@@ -506,6 +514,8 @@ def _fetch(name: str, folder: Path, checksums: dict, mirrors, download: bool, ti
         else:
             raise FileNotFoundError(_missing_message(folder, checksums, mirrors) + "\nDownload errors:\n"
                                     + "\n".join(errors))
+    if checksums.get(name) is None:              # a file whose checksum is not known: parsed and checked only
+        return path
     digest = _sha256(path)
     if digest != checksums[name]:
         raise ValueError(f"{path} has SHA-256 {digest}, expected {checksums[name]}: the file is corrupt or "
@@ -525,8 +535,9 @@ def load_mnist(split: str = "train", root=None, download: bool = True, colour=(1
     """MNIST as coloured-on-black RGB ``[N, 3, 28, 28]`` (red by default, as the released code) and labels.
 
     Files are downloaded once into ``root`` (default :func:`default_data_dir` / ``mnist``), checked against
-    their SHA-256, and parsed with numpy. Offline, it fails at once with a message that says which files to
-    put where.
+    their SHA-256 (``checksums`` maps a file name to its digest; ``None`` for a file whose digest is not known),
+    and parsed with numpy; a truncated or corrupt file gets an error that names it. Offline, it fails at once
+    with a message that says which files to put where.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

@@ -24,7 +24,7 @@ from torch.profiler import record_function
 from . import flow as flowlib
 from ._checks import check_images, check_tensor
 from .nets import Encoder, make_decoder
-from .sparse import SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
+from .sparse import PosteriorOutput, SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
 
 __all__ = ["STAConfig", "STA", "STAOutput", "gaussian_toy_bound", "gaussian_toy_posterior"]
 
@@ -225,9 +225,15 @@ class STA(nn.Module):
         B, T = frames.shape[0], frames.shape[1] - 1
         D, M = c.latent_dim, self.M
 
+        # Under mixed precision (torch.autocast, bf16) only the networks run in low precision: their outputs are
+        # cast back to the frames' dtype, and the flow (closed-form derivatives, slogdet), the KLs and the
+        # reconstruction are computed in full precision (slogdet has no bf16 kernel, and bf16's 8-bit mantissa
+        # would swamp a log-determinant of a step close to the identity)
+        dtype = frames.dtype
+
         # q(z_0 | x_0) and its KL to N(0, I)
         with record_function("sta.encoder"):
-            mu, log_var = self.encoder(frames[:, 0])
+            mu, log_var = (o.to(dtype) for o in self.encoder(frames[:, 0]))
         q0 = Normal(mu, (0.5 * log_var).exp())
         eps = _sharded(lambda n: torch.randn(n, D, device=mu.device, dtype=mu.dtype), B, noise_batch, noise_offset)
         z0 = mu + q0.stddev * eps
@@ -235,7 +241,7 @@ class STA(nn.Module):
 
         # q(y_t, s_t | x_{t-1}, x_t): relaxed spikes and LogNormal slabs
         with record_function("sta.posterior"):
-            post = self.posterior(frames)
+            post = PosteriorOutput(*(o.to(dtype) for o in self.posterior(frames)))
         logits = post.logits
 
         def draw_spikes(n):
@@ -254,7 +260,7 @@ class STA(nn.Module):
             g = y * torch.exp(post.mu + post.log_sigma.exp() * _sharded(draw_normal, B, noise_batch, noise_offset))
 
         # the flow and the density along it
-        with record_function("sta.flow"):
+        with record_function("sta.flow"), torch.autocast(z0.device.type, enabled=False):
             result = flowlib.flow(self.fields, z0, g, c.h, c.n_sub, logdet=c.logdet, log_q0=q0.log_prob(z0).sum(-1))
         z = result.z
         log_prior = -0.5 * (z[:, 1:] ** 2).sum(-1) - 0.5 * D * math.log(2 * math.pi)
@@ -262,7 +268,7 @@ class STA(nn.Module):
 
         # reconstruction of every frame
         with record_function("sta.decoder"):
-            logits_x = self.decoder(z.flatten(0, 1))
+            logits_x = self.decoder(z.flatten(0, 1)).to(dtype)
         target = frames.flatten(0, 1)
         recon = -F.binary_cross_entropy_with_logits(logits_x, target, reduction="none").sum((1, 2, 3))
         recon = recon.reshape(B, T + 1)
@@ -274,7 +280,7 @@ class STA(nn.Module):
         else:
             kl_spike = spike_kl(post.rho, c.pi0, c.alpha, c.beta).sum((1, 2))
             kl_slab = slab_kl(post.mu, post.log_sigma, c.slab_mu, c.slab_sigma).sum((1, 2))
-        with record_function("sta.flow"):
+        with record_function("sta.flow"), torch.autocast(z.device.type, enabled=False):
             hj = self._hj(z, y, T) if c.n_potential and c.lambda_hj > 0 else z.new_zeros(B)
 
         bound = recon.sum(1) - kl_z0 - kl_flow.sum(1) - kl_spike - kl_slab

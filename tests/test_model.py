@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import digit_sequences
 
 from stabook import data
 from stabook.model import STA, STAConfig, gaussian_toy_bound, gaussian_toy_posterior
@@ -117,3 +118,32 @@ def test_bad_inputs(frames):
         STAConfig.from_dict({"latent": 3})
     with pytest.raises(ValueError, match="field must be in"):
         model.traverse(torch.zeros(1, 4), field=7)
+
+
+def test_bf16_autocast_on_the_cpu_keeps_the_flow_in_float32_and_stays_close():
+    """Under torch.autocast(bf16) only the networks run in bf16: every term is float32, close to the float32
+    forward pass, and a few training steps stay finite."""
+    from stabook.train import preset
+
+    torch.manual_seed(0)
+    model = STA(preset("tiny").model)
+    frames = digit_sequences(8, T=3)
+    torch.manual_seed(1)
+    ref = model(frames, 0.5)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(frames, 0.5)
+    for name in ("recon", "kl_z0", "kl_flow", "kl_spike", "kl_slab", "bound", "z", "speeds"):
+        assert getattr(out, name).dtype == torch.float32, name
+    torch.testing.assert_close(out.bound, ref.bound, rtol=2e-3, atol=1.0)
+    torch.testing.assert_close(out.kl_flow, ref.kl_flow, rtol=2e-2, atol=0.5)
+    torch.testing.assert_close(out.kl_spike, ref.kl_spike, rtol=1e-2, atol=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(frames, 0.5).loss
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                            if p.grad is not None)
+        opt.step()
