@@ -85,7 +85,7 @@ def _eval(args) -> int:
     folder = run_dir if run_dir.is_dir() else run_dir.parent
     if run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
         raise FileNotFoundError(f"no checkpoint at {run_dir / CHECKPOINT}: is {run_dir} a run directory?")
-    out = Path(args.output) if args.output else folder / "eval.json"
+    out = Path(args.output) if args.output else folder / ("eval.json" if args.split == "test" else "eval-val.json")
     if out.is_dir():
         raise UsageError(f"--output: {out} is a folder; name a file such as {out / 'eval.json'}")
     if not out.parent.is_dir():
@@ -94,9 +94,13 @@ def _eval(args) -> int:
     config = TrainConfig.from_dict({**state["train_config"], "model": state["model_config"]})
     images, _ = data.load_images(config.dataset)
     splits = data.split_indices(len(images), seed=0)
-    result = metrics.evaluate(model, images[splits["test"]], config.transformations, n=args.n, T=config.T,
-                              seed=config.seed + 1000, val_images=images[splits["val"]],
+    # the validation split chooses settings; a VAE then picks its directions on the training digits, so that
+    # nothing it is scored on was used to fit it
+    target, fit = ("test", "val") if args.split == "test" else ("val", "train")
+    result = metrics.evaluate(model, images[splits[target]], config.transformations, n=args.n, T=config.T,
+                              seed=config.seed + 1000, val_images=images[splits[fit]],
                               ks=ks if ks is not None else config.eval_k)
+    result["split"] = target
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out)
@@ -136,6 +140,16 @@ def _export(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from .doctor import run_doctor, summary_lines
+
+    report = run_doctor(args.device, quick=args.quick, output=args.output, ddp=not args.no_ddp,
+                        progress=not args.quiet)
+    print("\n".join(summary_lines(report)))
+    print(f"report written to {args.output}")
+    return 0 if report["ok"] else 1
+
+
 def _message(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return f"{err.strerror}: {err.filename}"
@@ -167,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=int, default=128, help="test sequences per transformation")
     ev.add_argument("--k", help="IWAE sample counts, comma separated (default: the run's eval_k, e.g. 1,100)")
     ev.add_argument("--device")
-    ev.add_argument("--output", help="the JSON file to write (default: eval.json beside the checkpoint)")
+    ev.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the digits to evaluate on: test (default) or val (for choosing settings)")
+    ev.add_argument("--output", help="the JSON file to write (default: eval.json, or eval-val.json for --split val, "
+                                     "beside the checkpoint)")
     co = sub.add_parser("compare", parents=[common],
                         help="train and evaluate STA, its ablations and the VAE over seeds (chapter 7)")
     co.add_argument("--preset", default="tiny")
@@ -186,12 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir")
     ex.add_argument("out_dir", help="a new folder (never the run itself)")
     ex.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
+    do = sub.add_parser("doctor", parents=[common],
+                        help="check the full-scale path on this machine: speed, bf16, IWAE, torchrun (JSON report)")
+    do.add_argument("--device", help="default: the best available (cuda, then mps, then cpu)")
+    do.add_argument("--quick", action="store_true", help="small sizes (about a minute on a CPU)")
+    do.add_argument("--output", default="doctor.json", help="the JSON report (default: doctor.json)")
+    do.add_argument("--no-ddp", dest="no_ddp", action="store_true", help="skip the torchrun check")
+    do.add_argument("--quiet", action="store_true")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": _train, "eval": _eval, "compare": _compare, "export": _export}
+    commands = {"train": _train, "eval": _eval, "compare": _compare, "export": _export, "doctor": _doctor}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

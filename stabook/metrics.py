@@ -212,7 +212,9 @@ def equivariance_error(model, frames: torch.Tensor, direction: torch.Tensor | No
     """Errors of predicting frames 1..T from ``x_0`` and the inferred speeds, for ``frames`` ``[B, T + 1, C, H, W]``.
 
     ``mae``: mean absolute error per pixel, averaged over steps 1..T and sequences; ``identity_mae``: the same
-    for decoding ``z_0`` at every step; ``released_form``: pixel-summed L1 summed over steps, averaged over
+    for decoding ``z_0`` at every step; ``identity_x0_mae``: the same for the true identity, predicting
+    ``x_t = x_0``; ``floor_mae``: the model's own floor, the error of decoding the encoding of ``x_0`` (step 0);
+    ``released_form``: pixel-summed L1 summed over steps, averaged over
     sequences (the authors' released code's form). A VAE needs its ``direction`` for this transformation.
     """
     if is_sta(model):
@@ -228,7 +230,9 @@ def _errors(x_hat, x_id, frames) -> dict[str, float]:
     """The numbers of :func:`equivariance_error` from a rollout's predictions."""
     err = (x_hat[:, 1:] - frames[:, 1:]).abs()
     return {"mae": err.mean().item(), "identity_mae": (x_id[:, 1:] - frames[:, 1:]).abs().mean().item(),
-            "released_form": err.sum((1, 2, 3, 4)).mean().item()}
+            "released_form": err.sum((1, 2, 3, 4)).mean().item(),
+            "identity_x0_mae": (frames[:, :1] - frames[:, 1:]).abs().mean().item(),
+            "floor_mae": (x_hat[:, 0] - frames[:, 0]).abs().mean().item()}
 
 
 # ---------------------------------------------------------------------------------------------- disentanglement
