@@ -129,16 +129,15 @@ class FieldBank(nn.Module):
             Vs.append(H.W.flatten(0, 1))
         return torch.cat(Us, 1), torch.cat(Vs, 0)
 
+    def _curvatures(self, z, t):
+        """``w tanh''`` of every hidden unit of every field at ``z``, ``[B, M, H]``."""
+        nets = (self.potential and self.potential.u, self.rotational and self.rotational.H)
+        parts = [f._slopes(z, t)[2] for f in nets if f]
+        return torch.cat(parts, 1)
+
     def _weights(self, z, t, speeds):
         """``d`` ``[B, R]``: each field's speed times its ``w tanh''`` at ``z``, so that ``J_w = U diag(d) V``."""
-        parts = []
-        if self.potential:
-            _, _, wd2 = self.potential.u._slopes(z, t)
-            parts.append((speeds[:, : self.n_potential, None] * wd2).flatten(1))
-        if self.rotational:
-            _, _, wd2 = self.rotational.H._slopes(z, t)
-            parts.append((speeds[:, self.n_potential:, None] * wd2).flatten(1))
-        return torch.cat(parts, 1)
+        return (speeds[:, :, None] * self._curvatures(z, t)).flatten(1)
 
     def lowrank_logdet(self, z, t, speeds, step: float) -> torch.Tensor:
         """``log|det(I_D + step J_w)|`` ``[B]``, exactly, in the ``R``-dimensional space of the hidden units:
@@ -151,6 +150,81 @@ class FieldBank(nn.Module):
         d = self._weights(z, t, speeds)                                                 # [B, R]
         eye = torch.eye(K.shape[0], dtype=z.dtype, device=z.device)
         return torch.linalg.slogdet(eye + step * K * d[:, None, :]).logabsdet
+
+    def active_logdet(self, z, t, speeds, step: float) -> torch.Tensor:
+        """``log|det(I_D + step J_w)|`` ``[B]``, exactly, in the space of the hidden units of the fields that move.
+
+        A field whose speed is exactly zero (a spike that is off: straight-through or hard spikes) adds nothing
+        to ``J_w``: in Sylvester's form ``det(I_R + step K diag(d))`` its columns are unit vectors, and the
+        determinant is that of the active fields' ``kH x kH`` block. Samples are grouped by their number ``k`` of
+        moving fields; each group takes the cheaper of this block and the dense ``D x D`` form. The gradient is
+        exact too: an inactive field's speed still receives ``d logdet / d g_j = step sum_r w tanh''_r
+        [G^{-1} K]_rr`` over its hidden units ``r`` (a straight-through spike needs it), added by a term whose
+        value is zero."""
+        B, M, D = z.shape[0], self.M, self.dim
+        active = speeds != 0
+        counts = active.sum(1)
+        present = counts.unique().tolist()
+        if not any(self._active_form_pays(k) for k in present if k):             # nothing to gain: the dense form
+            eye = torch.eye(D, dtype=z.dtype, device=z.device)
+            return torch.linalg.slogdet(eye + step * self.weighted_jacobian(z, t, speeds)).logabsdet
+        curv = self._curvatures(z, t)                                                   # [B, M, H]
+        H = curv.shape[-1]
+        U, V = self._factors()
+        K = V @ U                                                                       # [R, R], R = M H
+        out = z.new_zeros(B)
+        units = torch.arange(H, device=z.device)
+        for k in present:
+            rows = (counts == k).nonzero().squeeze(1)
+            n, zs, gs, cs = rows.numel(), z[rows], speeds[rows], curv[rows]
+            if k == 0:                  # the identity: log det = 0, d/dg_j = step tr(J_j) = step sum_r K_rr w tanh''_r
+                if speeds.requires_grad:
+                    with torch.no_grad():
+                        c = step * (K.diagonal().reshape(M, H) * cs).sum(-1)            # [n, M]
+                    out = out.index_put((rows,), ((gs - gs.detach()) * c).sum(1))
+                continue
+            if not self._active_form_pays(k):                                          # dense is cheaper here
+                J = self.weighted_jacobian(zs, t[rows], gs)
+                eye = torch.eye(D, dtype=z.dtype, device=z.device)
+                out = out.index_put((rows,), torch.linalg.slogdet(eye + step * J).logabsdet)
+                continue
+            on = active[rows].float().argsort(dim=1, descending=True, stable=True)[:, :k]   # [n, k] moving
+            on = on.sort(1).values
+            idx = (on[:, :, None] * H + units).flatten(1)                               # [n, k H] hidden units
+            d = (gs.gather(1, on)[:, :, None] * cs.gather(1, on[:, :, None].expand(n, k, H))).flatten(1)
+            K_aa = K[idx[:, :, None], idx[:, None, :]]                                  # [n, kH, kH]
+            G = torch.eye(k * H, dtype=z.dtype, device=z.device) + step * K_aa * d[:, None, :]
+            value = torch.linalg.slogdet(G).logabsdet
+            if k < M and speeds.requires_grad:
+                value = value + self._inactive_speed_gradient(K, G, d, idx, on, gs, cs, step, k)
+            out = out.index_put((rows,), value)
+        return out
+
+    def _active_form_pays(self, k: int) -> bool:
+        """Whether a sample with ``k`` moving fields costs less in the active block (a ``kH`` determinant and,
+        for the gradient, a solve against the other fields' units) than in the dense ``D x D`` form."""
+        H, M, D = self.jacobian_rank // self.M, self.M, self.dim
+        return (k * H) ** 3 + (k * H) ** 2 * (M - k) * H < D ** 2 * M * H + D ** 3
+
+    @staticmethod
+    def _inactive_speed_gradient(K, G, d, idx, on, gs, cs, step, k):
+        """``sum_j (g_j - g_j.detach()) c_j`` over the fields ``j`` that do not move: zero in value, with the
+        exact derivative ``c_j = d logdet / d g_j`` of a determinant that does not contain them."""
+        n, M, H = cs.shape
+        mask = torch.ones(n, M, dtype=torch.bool, device=gs.device)
+        mask[torch.arange(n, device=gs.device)[:, None], on] = False
+        off = mask.nonzero()[:, 1].reshape(n, M - k)                                   # [n, M - k]
+        with torch.no_grad():
+            units = torch.arange(H, device=gs.device)
+            ridx = (off[:, :, None] * H + units).flatten(1)                             # [n, (M - k) H]
+            X = torch.linalg.solve(G, K[idx[:, :, None], ridx[:, None, :]])            # G^{-1} K_{A,I}
+            K_ia = K[ridx[:, :, None], idx[:, None, :]]                                 # [n, (M-k)H, kH]
+            diag_k = K.diagonal()[ridx]                                                 # K_rr
+            q = diag_k - step * torch.einsum("nra,na,nar->nr", K_ia, d, X)              # [G^{-1} K]_rr, r off
+            curv_off = cs.gather(1, off[:, :, None].expand(n, M - k, H)).flatten(1)
+            c = step * (q * curv_off).reshape(n, M - k, H).sum(-1)                      # [n, M - k]
+        g_off = gs.gather(1, off)
+        return ((g_off - g_off.detach()) * c).sum(1)
 
 
 class _FieldList(nn.Module):
@@ -221,6 +295,8 @@ def _logdet(bank, z, t, speeds, step, method, n_probes, generator):
     if method == "exact":
         if USE_LOWRANK and isinstance(bank, FieldBank) and bank.jacobian_rank < bank.dim:   # cheaper, as exact
             return bank.lowrank_logdet(z, t, speeds, step)
+        if USE_LOWRANK and isinstance(bank, FieldBank) and bool((speeds == 0).any()):
+            return bank.active_logdet(z, t, speeds, step)
         if isinstance(bank, FieldBank):
             J = bank.weighted_jacobian(z, t, speeds)
         else:

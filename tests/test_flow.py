@@ -201,3 +201,34 @@ def test_lowrank_logdet_equals_the_dense_slogdet_with_its_gradients(dim, hidden,
     # the exact log-determinant of a flow step takes the cheaper form by itself when R < D
     auto = flow.step_logdet(bank, z, 2.0, g, h=0.6, method="exact")
     torch.testing.assert_close(auto, dense, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dim, hidden, rank", [(40, 3, None), (30, 4, 5)])
+def test_active_logdet_is_exact_in_value_and_gradient_when_spikes_are_off(dim, hidden, rank):
+    """Fields whose speed is exactly zero drop out of the determinant; their speeds keep their exact gradient."""
+    torch.manual_seed(0)
+    bank = flow.FieldBank(dim, 3, 3, hidden=hidden, rotational_rank=rank).double()
+    z = torch.randn(12, dim, dtype=torch.float64, requires_grad=True)
+    on = torch.rand(12, 6) < 0.4
+    on[0], on[1] = False, True                          # a sample with no field moving, one with all six
+    g = (torch.randn(12, 6, dtype=torch.float64) * on).requires_grad_(True)
+    t = torch.full((12,), 1.0, dtype=torch.float64)
+    dense = torch.linalg.slogdet(torch.eye(dim, dtype=torch.float64) + 0.6 * bank.weighted_jacobian(z, t, g))
+    active = bank.active_logdet(z, t, g, 0.6)
+    torch.testing.assert_close(active, dense.logabsdet, rtol=0, atol=1e-12)
+    wrt = [z, g, *bank.parameters()]
+    for a, b in zip(torch.autograd.grad(active.sum(), wrt), torch.autograd.grad(dense.logabsdet.sum(), wrt),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert all(bank._active_form_pays(k) for k in range(1, 7))
+
+
+def test_the_flow_takes_the_active_form_only_where_it_pays():
+    torch.manual_seed(0)
+    small = flow.FieldBank(16, 3, 3, hidden=64)                   # the tiny preset's shape: dense is cheaper
+    assert not any(small._active_form_pays(k) for k in range(1, 7))
+    big = flow.FieldBank(324, 3, 3, hidden=128)                   # the mnist preset's shape
+    assert [big._active_form_pays(k) for k in range(1, 7)] == [True, True, True, False, False, False]
+    z, g = torch.randn(4, 16), torch.rand(4, 6) * (torch.rand(4, 6) < 0.5)
+    ref = torch.linalg.slogdet(torch.eye(16) + small.weighted_jacobian(z, torch.ones(4), g)).logabsdet
+    torch.testing.assert_close(flow.step_logdet(small, z, 1.0, g, method="exact"), ref)
