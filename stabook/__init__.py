@@ -8,8 +8,13 @@ One chapter, one module:
 * ``stabook.sparse``: chapter 4, the spike-and-slab speed prior and posterior;
 * ``stabook.model`` (with ``stabook.nets``): chapter 5, the model and its bound;
 * ``stabook.train``: chapter 6, training on CPU, GPU or several GPUs, and the command line;
-* ``stabook.metrics`` and ``stabook.baselines``: chapter 7, evaluation, the VAE and the ablations;
-* ``stabook.viz``: figures and animations; ``stabook.runtime``: device and seeding.
+* ``stabook.metrics``, ``stabook.baselines`` and ``stabook.compare``: chapter 7, evaluation, the VAE and the
+  ablations, and their comparison over seeds;
+* ``stabook.viz``: figures and animations; ``stabook.runtime``: device and seeding;
+  ``stabook.doctor``: ``python -m stabook doctor``, a check of the full-scale path on a machine (GPU or CPU).
+
+Layers, each importing only those below it: ``_checks``, ``runtime`` < ``data``, ``fields`` < ``flow``,
+``sparse``, ``nets`` < ``model`` < ``baselines`` < ``metrics`` < ``train`` < ``compare``, ``doctor``.
 """
 
 from .runtime import get_device, seed_everything
