@@ -71,8 +71,60 @@ def test_stored_outputs_are_complete_and_error_free(nb):
             continue
         assert cell["execution_count"] is not None, f"{nb.name}: a cell was not executed before committing"
         assert all(o["output_type"] != "error" for o in cell["outputs"]), f"{nb.name}: a stored error"
-    last = "".join(code[-1]["source"])
-    assert "assert" in last, f"{nb.name}: a chapter must end with a cell that checks its claims"
+    cells = _cells(nb)
+    summary = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and SUMMARY in "".join(c["source"])]
+    before = [c for c in cells[:summary[0]] if c["cell_type"] == "code"] if summary else code
+    assert "assert" in "".join(before[-1]["source"]), f"{nb.name}: the chapter must end with a check of its claims"
+
+
+SUMMARY = "## What this chapter showed"
+CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[1-9]_", nb.name)]
+FORBIDDEN = re.compile(r"MODEL\.md|REFERENCE_NOTES|prototype|\bissues? \d+", re.IGNORECASE)
+
+
+def _texts():
+    """Every text a reader of the book or the package meets: cell sources, pages, modules, the README."""
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(_cells(nb)):
+            yield f"{nb.name} cell {i}", "".join(cell["source"])
+    for path in [*(ROOT / "book").glob("*.md"), *(ROOT / "stabook").glob("*.py"), ROOT / "README.md"]:
+        yield str(path.relative_to(ROOT)), path.read_text()
+
+
+def test_the_book_is_self_contained():
+    """No page, chapter, docstring or the README points at files a reader does not have, or at how the book
+    was made."""
+    found = [f"{where}: {m.group(0)!r}" for where, text in _texts() for m in FORBIDDEN.finditer(text)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)
+def test_each_chapter_has_a_summary_and_exercises_with_solutions(nb):
+    cells = _cells(nb)
+    sources = ["".join(c["source"]) for c in cells]
+    assert any(SUMMARY in s for s in sources if s), f"{nb.name}: no '{SUMMARY}' section"
+    assert any(s.startswith("## Exercises") or "\n## Exercises" in s for s in sources), f"{nb.name}: no exercises"
+    number = int(nb.name[:2])
+    exercises = [i for i, s in enumerate(sources) if re.match(rf"\*\*Exercise {number}\.\d+\*\*", s)]
+    assert 2 <= len(exercises) <= 4, f"{nb.name}: {len(exercises)} exercises (two to four expected)"
+    for k, start in enumerate(exercises):
+        end = exercises[k + 1] if k + 1 < len(exercises) else len(cells)
+        hidden_text = any("{admonition} Solution" in sources[i] and ":class: dropdown" in sources[i]
+                          for i in range(start, end) if cells[i]["cell_type"] == "markdown")
+        hidden_code = any(cells[i]["cell_type"] == "code" and "hide-cell" in cells[i]["metadata"].get("tags", [])
+                          for i in range(start, end))
+        assert hidden_text or hidden_code, f"{nb.name}: exercise {k + 1} has no solution behind a toggle"
+        for i in range(start, end):
+            if cells[i]["cell_type"] == "code" and "hide-cell" in cells[i]["metadata"].get("tags", []):
+                assert "assert" in sources[i], f"{nb.name}: a computed solution must check its answer"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_fits_the_page(nb):
+    """The HTML cuts code lines longer than about 88 characters."""
+    long = [(i, line) for i, c in enumerate(_cells(nb)) if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines() if len(line) > 88]
+    assert not long, f"{nb.name}: lines over 88 characters: {long[:3]}"
 
 
 def test_jupyter_book_is_bounded_below_2():
