@@ -66,6 +66,8 @@ class TrainConfig:
     batch_size: int = 32
     steps: int = 5000
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "constant", or "cosine": from lr down to lr * lr_final over the run's steps
+    lr_final: float = 0.1
     grad_clip: float = 1000.0      # the gradient-norm clip; inf: no clipping
     temperature_start: float = 1.0
     temperature_end: float = 0.1
@@ -102,6 +104,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float)) or not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 (inf: no clipping), got {self.grad_clip!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if isinstance(self.lr_final, bool) or not isinstance(self.lr_final, (int, float)) or \
+                not 0 <= self.lr_final <= 1:
+            raise ValueError(f"lr_final must be a number in [0, 1] (a fraction of lr), got {self.lr_final!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be true or false, got {self.amp!r}")
         if self.device is not None:
@@ -119,6 +126,14 @@ class TrainConfig:
             raise ValueError(f"eval_k must be comma-separated integers >= 1, got {self.eval_k!r}") from None
         if any(k < 1 for k in self.eval_k):
             raise ValueError(f"eval_k must be comma-separated integers >= 1, got {self.eval_k!r}")
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of training step ``step`` (0-based): constant, or a cosine from ``lr`` to
+        ``lr * lr_final`` over ``steps``. A function of the step alone, so a resumed run follows the same curve."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        frac = min(step / self.steps, 1.0)
+        return self.lr * (self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -591,6 +606,9 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
             batch = generator.sample(config.batch_size, generator=data_rng, device=device)
             frames = batch.frames[rank * local:(rank + 1) * local]
             temperature = schedule(step)
+            if config.lr_schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type in AMP_DEVICES):
                 out = net(frames, temperature, noise_batch=config.batch_size if world > 1 else None,
                           noise_offset=rank * local)

@@ -123,3 +123,21 @@ def test_non_finite_gradients_skip_the_update(tmp_path, monkeypatch):
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [entry["skipped_updates"] for entry in logged] == [0, 1, 1]
     assert all(torch.isfinite(v).all() for v in _params(tmp_path).values())
+
+
+def test_cosine_learning_rate_schedule_and_exact_resume(tmp_path):
+    config = _config(tmp_path / "full", "steps=6", "ckpt_every=3", "lr_schedule=cosine", "lr_final=0.1")
+    rates = [config.learning_rate(s) for s in range(7)]
+    assert rates[0] == config.lr and abs(rates[6] - 0.1 * config.lr) < 1e-12
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert training.preset("tiny").learning_rate(1234) == training.preset("tiny").lr      # constant by default
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        _config(tmp_path, "lr_schedule=step")
+    training.train(config, progress=False)
+    part = _config(tmp_path / "part", "steps=6", "ckpt_every=3", "lr_schedule=cosine", "lr_final=0.1")
+    training.train(part, progress=False, max_steps=3)
+    training.train(part, resume=True, progress=False)
+    a, b = _params(tmp_path / "full"), _params(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = training.load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(config.learning_rate(5))
