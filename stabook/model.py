@@ -1,4 +1,4 @@
-"""Chapter 5: the STA model and the bound it maximises (MODEL.md sections 2, 3 and 6).
+"""Chapter 5: the STA model and the bound it maximises.
 
 Sequences ``x_0 .. x_T`` are ``frames`` of shape ``[B, T + 1, C, H, W]`` with values in [0, 1]. Per sequence,
 
@@ -7,6 +7,12 @@ Sequences ``x_0 .. x_T`` are ``frames`` of shape ``[B, T + 1, C, H, W]`` with va
 
 in nats. :meth:`STA.forward` returns every term separately (:class:`STAOutput`), the weighted objective
 that training maximises and the unweighted bound (every weight 1, no HJ term).
+
+Given ``z_0``, the spikes and the slabs, every ``z_t`` is deterministic, so the tight bound of the generative
+model has no flow terms: ``recon - KL(z_0) - KL(spikes) - KL(slabs)``. The flow KLs (each a KL, >= 0 in
+expectation) are a regulariser that keeps every frame's latent typical under ``N(0, I)``; subtracting them
+keeps a looser bound, which is the ``bound`` reported here. Both are bounds when the spikes the decoder sees
+are binary (``straight_through=True``); with relaxed spikes the objective is a surrogate (chapter 4).
 """
 
 from __future__ import annotations
@@ -115,7 +121,7 @@ class STAOutput(NamedTuple):
     kl_slab: torch.Tensor      # [B], slab KL summed over t and m (dense speeds: the speeds' Gaussian KL)
     hj: torch.Tensor           # [B], R_HJ: sum over t and potential fields of spike * residual^2
     objective: torch.Tensor    # [B], the weighted objective (higher is better)
-    bound: torch.Tensor        # [B], the unweighted bound: all weights 1, no HJ term
+    bound: torch.Tensor        # [B], the unweighted bound: all weights 1, no HJ term, flow KLs included
     x_hat: torch.Tensor        # [B, T + 1, C, H, W], decoder means
     z: torch.Tensor            # [B, T + 1, D], the latent trajectory
     speeds: torch.Tensor       # [B, T, M], the sampled speeds g = y * s

@@ -35,7 +35,7 @@ def _check_open_probability(value, name):
 
 @dataclass
 class SpikeSlabPrior:
-    """The spike-and-slab prior over speeds of ``n_fields`` fields (MODEL.md section 2).
+    """The spike-and-slab prior over speeds of ``n_fields`` fields (chapter 4).
 
     Defaults: ``pi0 = 0.1``, ``alpha = 0.9``, ``beta = 0.1`` (the released code's data chain) and a slab
     ``LogNormal(0, 0.25)`` (median speed 1).

@@ -78,6 +78,23 @@ def test_sharded_noise_equals_the_whole_batch(frames):
     torch.testing.assert_close(torch.cat([p.z for p in parts]), whole.z)
 
 
+def test_straight_through_and_relaxed_spikes_share_their_noise(frames):
+    """Under one seed the two spike modes draw the same numbers: a hard speed is the slab where the relaxed
+    spike exceeds 1/2, so relaxed speed / hard speed is the relaxed spike there (chapter 5 relies on it)."""
+    model = _model()
+    torch.manual_seed(5)
+    soft = model(frames, temperature=0.5)
+    model.config = STAConfig.from_dict({**model.config.to_dict(), "straight_through": True})
+    torch.manual_seed(5)
+    hard = model(frames, temperature=0.5)
+    on = hard.speeds > 0
+    assert on.any() and (~on).any()
+    ratio = soft.speeds[on] / hard.speeds[on]
+    assert (ratio > 0.5).all() and (ratio < 1).all()
+    torch.testing.assert_close(soft.kl_spike, hard.kl_spike)
+    torch.testing.assert_close(soft.kl_z0, hard.kl_z0)
+
+
 def test_gaussian_toy_bound_is_below_log_px_and_tight_at_the_posterior():
     x = torch.linspace(-3, 3, 13, dtype=torch.float64)
     a, s = 1.5, 0.7

@@ -90,6 +90,19 @@ def test_straight_through_spikes_are_binary_with_gradients():
     assert logits.grad.abs().sum() > 0
 
 
+def test_relaxed_spikes_are_the_concrete_formula_on_the_global_generator():
+    """Chapter 5 rewrites the spike draw by hand: sigmoid((logit + log u - log(1 - u)) / tau), one
+    uniform per spike from the global generator, rounded to 0 or 1 when straight-through."""
+    logits = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    torch.manual_seed(0)
+    u = torch.rand(9, dtype=torch.float64)
+    by_hand = torch.sigmoid((logits + u.log() - (-u).log1p()) / 0.7)
+    torch.manual_seed(0)
+    torch.testing.assert_close(sparse.relaxed_spikes(logits, 0.7), by_hand)
+    torch.manual_seed(0)
+    torch.testing.assert_close(sparse.relaxed_spikes(logits, 0.7, hard=True), (by_hand > 0.5).double())
+
+
 def test_temperature_schedule_values():
     s = sparse.TemperatureSchedule(1.0, 0.1, steps=100)
     assert s(0) == 1.0 and abs(s(50) - math.sqrt(0.1)) < 1e-12 and abs(s(100) - 0.1) < 1e-12 and s(500) == s(100)
