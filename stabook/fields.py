@@ -9,7 +9,8 @@ Every field maps latents ``z`` of shape ``[B, D]`` and times ``t`` (a scalar or 
   learnable antisymmetric matrix: ``div v = sum_ij S_ij d^2H/dz_i dz_j = 0`` because ``S`` is antisymmetric
   and the Hessian symmetric. One gradient per evaluation, cheap at ``D = 324``.
 * :class:`ConservationLawField` -- the antisymmetric-matrix potential of Neural Conservation Laws,
-  ``v_i = sum_j dA_ij/dz_j`` with ``A = J_F - J_F^T``: general but ``O(D^3)`` per sample; for teaching.
+  ``v_i = sum_j dA_ij/dz_j`` with ``A = J_F - J_F^T``: general, but it needs the second derivatives of ``F``,
+  ``O(D^3)`` per sample; for teaching.
 
 The scalar networks ``u`` and ``H`` are one-hidden-layer tanh networks (:class:`TanhScalarNet`), whose
 gradient, Hessian, Laplacian and time derivative are written in closed form. They agree with
@@ -308,7 +309,9 @@ class ConservationLawField(VectorField):
 
     ``A(z) = J_F(z) - J_F(z)^T`` is antisymmetric for any network ``F: R^D -> R^D`` and
     ``v_i = sum_j d A_ij / d z_j = Laplacian F_i - d_i (div F)``, so ``div v = sum_ij d_i d_j A_ij = 0``.
-    Evaluated with a third-order ``torch.func`` Jacobian, ``O(D^3)`` per sample: use it for ``D <= 32``.
+    Evaluating ``v`` needs the second derivatives of ``F``: the ``[D, D, D]`` tensor ``d^2 F_i / dz_j dz_k``
+    (the Hessian of every output of ``F``, one derivative beyond the Jacobian ``J_F``), taken with nested
+    ``torch.func`` Jacobians, ``O(D^3)`` per sample: use it for ``D <= 32``.
     Time-independent.
     """
 

@@ -97,7 +97,7 @@ def test_translate_moves_by_pixels():
 
 def test_chain_statistics_match_closed_form():
     on, count = data.spike_chain_marginals(8, 3)
-    # the values stated for the released code's generator (REFERENCE_NOTES section 3)
+    # the on-probabilities of the released code's generator, to three decimals
     expected = torch.tensor([0.369, 0.425, 0.465, 0.495, 0.517, 0.533, 0.545, 0.554], dtype=torch.float64)
     torch.testing.assert_close(on.mean(1), expected, atol=6e-4, rtol=0)
     assert torch.allclose(count.sum(1), torch.ones(8, dtype=torch.float64))
@@ -109,6 +109,20 @@ def test_chain_statistics_match_closed_form():
     n_on = y.sum(-1).long()
     freq = torch.stack([(n_on == k).double().mean(0) for k in range(4)], -1)
     assert (freq - count).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("pi0, K", [(0.1, 3), (0.3, 3), (0.5, 2), (0.2, 5)])
+def test_rejection_divides_the_first_on_probability_by_the_chance_that_something_is_on(pi0, K):
+    on, count = data.spike_chain_marginals(3, K, pi0=pi0)
+    torch.testing.assert_close(on[0], torch.full((K,), pi0 / (1 - (1 - pi0) ** K), dtype=torch.float64))
+    assert count[:, 0].abs().max() == 0
+
+
+def test_a_single_transformation_with_rejection_is_always_on():
+    on, _ = data.spike_chain_marginals(6, 1, pi0=0.2, alpha=0.5, beta=0.1)
+    torch.testing.assert_close(on, torch.ones(6, 1, dtype=torch.float64))
+    y = data.sample_spike_chain(100, 6, 1, pi0=0.2, alpha=0.5, beta=0.1, generator=torch.Generator().manual_seed(0))
+    assert (y == 1).all()
 
 
 def test_chain_without_rejection_is_the_plain_markov_chain():

@@ -56,6 +56,18 @@ def test_conservation_law_field_in_2d_is_a_stream_function_field():
     torch.testing.assert_close(field(z), torch.stack([grad_a[:, 1], -grad_a[:, 0]], dim=-1))
 
 
+@pytest.mark.parametrize("dim", [3, 5])
+def test_conservation_law_field_needs_only_second_derivatives_of_F(dim):
+    # v = Laplacian F - grad(div F): built from the Hessians of F's outputs, d^2 F_i / dz_j dz_k
+    torch.manual_seed(dim)
+    field = ConservationLawField(dim).double()
+    z = _points(8, dim)
+    hess = vmap(hessian(field.F))(z)                      # [B, D, D, D], hess[b, i, j, k]
+    laplacian_F = torch.einsum("bijj->bi", hess)
+    grad_div_F = torch.einsum("bjij->bi", hess)           # d_i sum_j d_j F_j
+    torch.testing.assert_close(field(z), laplacian_F - grad_div_F)
+
+
 @pytest.mark.parametrize("dim", [1, 2, 5])
 def test_potential_field_jacobian_is_symmetric_hessian(dim):
     torch.manual_seed(1)
