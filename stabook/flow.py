@@ -32,7 +32,8 @@ from ._checks import check_positive, check_tensor
 from .fields import PotentialField, RotationalField, VectorField, _as_time, divergence, jacobian, rademacher
 
 __all__ = ["FieldBank", "as_field_bank", "drift", "step_logdet", "flow_step", "flow", "FlowStep", "FlowResult",
-           "hj_residual", "fit_hamilton_jacobi", "path_statistics", "kde_log_density", "HeatFlow", "LOGDET_METHODS"]
+           "hj_residual", "fit_hamilton_jacobi", "path_statistics", "kde_log_density", "HeatFlow", "LOGDET_METHODS",
+           "step_invertibility"]
 
 LOGDET_METHODS = ("exact", "first_order", "hutchinson")
 #: let ``"exact"`` use :meth:`FieldBank.lowrank_logdet` when the Jacobian's rank bound ``R`` is below ``D`` (same
@@ -486,3 +487,32 @@ class HeatFlow(VectorField):
         z, t = self.check(z, t)
         var = self.variance(t)
         return -0.5 * ((z**2).sum(-1) / var + self.dim * torch.log(2 * math.pi * var))
+
+
+def step_invertibility(fields, z: torch.Tensor, speeds: torch.Tensor, t, h: float = 1.0) -> dict[str, torch.Tensor]:
+    """How far one Euler step ``z -> z + h w(z)`` is from folding space, per sample: its Jacobian
+    ``I + h J_w(z)``, with ``J_w = sum_m g^m J_m``, for ``z`` ``[B, D]``, speeds ``[B, M]`` and field time ``t``
+    (a number or ``[B]``). ``h`` is the size of one Euler step (``h / n_sub`` for a model with substeps).
+
+    Returns a dict of ``[B]`` tensors:
+
+    * ``"sigma_min"``: the smallest singular value of ``I + h J_w`` (0 where the step folds space);
+    * ``"sign"``: the sign of its determinant (+1, -1, or 0 for an exactly singular matrix);
+    * ``"logabsdet"``: ``log|det(I + h J_w)|``, what the exact log-determinant uses.
+
+    The change of variables behind :func:`flow` needs ``sigma_min > 0`` (the step is locally one-to-one) and,
+    for a step that can be reached continuously from the identity (``h -> 0``) without folding, ``sign > 0``.
+    ``slogdet(...).logabsdet`` alone discards the sign, so a step that has turned space inside out looks fine.
+    """
+    bank = as_field_bank(fields)
+    z, speeds = _check_step_inputs(bank, z, speeds, h, 1)
+    t = _as_time(t, z)
+    with torch.no_grad():
+        if isinstance(bank, FieldBank):
+            J = bank.weighted_jacobian(z, t, speeds)
+        else:
+            J = torch.einsum("bm,bmij->bij", speeds, bank.jacobians(z, t))
+        step = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device) + h * J
+        sign, logabsdet = torch.linalg.slogdet(step)
+        sigma_min = torch.linalg.svdvals(step)[..., -1]
+    return {"sigma_min": sigma_min, "sign": sign, "logabsdet": logabsdet}

@@ -1,4 +1,4 @@
-"""Chapter 7: evaluation (MODEL.md section 7).
+"""Chapter 7: evaluation.
 
 * Likelihood: importance-weighted bounds (IWAE, Burda et al. 2016) of single frames under ``q(z_0 | x)`` and of
   whole sequences under ``q(z_0 | x_0) q(y, s | x)`` (:func:`frame_log_likelihood`,
@@ -9,6 +9,8 @@
   transformation, with a best one-to-one matching.
 * Composition and extrapolation (:func:`composition`, :func:`stepwise_error`) and :func:`evaluate`, which
   gathers everything for ``python -m stabook eval``.
+* Reading a comparison over seeds (:func:`difference_verdict`): a difference of means is a finding only
+  beyond two standard errors of the difference.
 
 Models are :class:`stabook.model.STA` or :class:`stabook.baselines.FrameVAE` (which has no fields: it
 predicts along one latent direction per transformation, :func:`stabook.baselines.fit_directions`).
@@ -31,7 +33,7 @@ from .data import SequenceGenerator
 
 __all__ = ["iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim", "rollout",
            "direction_rollout", "equivariance_error", "stepwise_error", "disentanglement", "typical_speeds",
-           "composition", "extrapolation", "likelihoods", "evaluate", "is_sta"]
+           "composition", "extrapolation", "likelihoods", "evaluate", "is_sta", "difference_verdict"]
 
 
 def is_sta(model) -> bool:
@@ -100,7 +102,7 @@ def frame_log_likelihood(model, x: torch.Tensor, k: int = 1, chunk: int | None =
 def sequence_log_likelihood(model, frames: torch.Tensor, k: int = 1, chunk: int | None = None) -> torch.Tensor:
     """IWAE bound on ``log p(x_0, ..., x_T)`` per sequence, ``[B]`` nats, for ``frames`` ``[B, T + 1, C, H, W]``.
 
-    For STA the latent variables are ``z_0``, the spikes ``y`` and the slabs ``s`` (MODEL.md section 2; ``z_t``
+    For STA the latent variables are ``z_0``, the spikes ``y`` and the slabs ``s`` (chapter 5; ``z_t``
     is then a deterministic function of them), sampled from ``q(z_0 | x_0) q(y, s | x)`` with *hard* Bernoulli
     spikes; the weight is ``sum_t log p(x_t | z_t) + log p(z_0) + log p(y, s) - log q(z_0) - log q(y, s)``. With
     ``k = 1`` this is the tight ELBO, which has no flow-density terms (chapter 5). For dense speeds ``g`` is
@@ -243,7 +245,7 @@ def disentanglement(shares: torch.Tensor, dominant: torch.Tensor) -> dict:
     the M fields) with the per-step dominant fields ``dominant`` ``[K, N]`` (argmax field per step, -1 if none).
 
     The best one-to-one matching of transformations to fields maximises the total share (Hungarian algorithm).
-    ``score``: how often the matched field is the dominant one (MODEL.md); ``matched_share``: the mean share of
+    ``score``: how often the matched field is the dominant one on a step; ``matched_share``: the mean share of
     the matched fields, which also drops when a transformation borrows a second field part of the time.
     """
     shares = check_tensor(shares, "shares", ndim=2)
@@ -400,3 +402,27 @@ def _fit_directions(model, generator, n, seed, device):
     rng = torch.Generator().manual_seed(seed)
     return fit_directions(model, {name: generator.sample(n, generator=rng, only=name, device=device).frames
                                   for name in generator.transformations})
+
+
+def difference_verdict(a_mean: float, a_std: float, a_n: int, b_mean: float, b_std: float, b_n: int,
+                       threshold: float = 2.0) -> dict:
+    """Whether the difference of two means over seeds is a finding: ``|a - b| > threshold * SE``, with
+    ``SE = sqrt(a_std^2 / a_n + b_std^2 / b_n)`` the standard error of the difference (``*_std``: standard
+    deviations over seeds, ``ddof = 1``, as :func:`stabook.compare.summarise` gives them).
+
+    Returns ``{"difference": a - b, "se": SE, "z": (a - b) / SE, "finding": bool, "verdict": "finding" or
+    "not a finding"}``. Each side needs at least two seeds (one seed says nothing about the spread). With two
+    exactly repeatable sides (both standard deviations 0) any difference is a finding.
+    """
+    for name, n in (("a_n", a_n), ("b_n", b_n)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"{name} must be an integer >= 2 (seeds), got {n!r}")
+    for name, value in (("a_std", a_std), ("b_std", b_std), ("threshold", threshold)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    difference = a_mean - b_mean
+    se = math.sqrt(a_std**2 / a_n + b_std**2 / b_n)
+    z = difference / se if se > 0 else (0.0 if difference == 0 else math.copysign(math.inf, difference))
+    finding = abs(difference) > threshold * se if se > 0 else difference != 0
+    return {"difference": difference, "se": se, "z": z, "finding": bool(finding),
+            "verdict": "finding" if finding else "not a finding"}

@@ -125,9 +125,9 @@ def show_sequences(frames: torch.Tensor, row_labels=None, size: float = 0.9, tit
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if b == 0:
-                ax.set_title(f"t={t}", fontsize=8)
+                ax.set_title(f"t={t}", fontsize=9)
         if row_labels is not None:
-            axes[b, 0].set_ylabel(row_labels[b], fontsize=8, rotation=0, ha="right", va="center")
+            axes[b, 0].set_ylabel(row_labels[b], fontsize=9, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
@@ -156,7 +156,7 @@ def animate_sequences(frames: torch.Tensor, labels=None, size: float = 1.6, inte
         ax.set_xticks([])
         ax.set_yticks([])
         if labels is not None:
-            ax.set_title(labels[b], fontsize=8)
+            ax.set_title(labels[b], fontsize=9)
 
     def update(t):
         for b, im in enumerate(images):
@@ -187,11 +187,11 @@ def plot_share_matrix(ax, matrix, row_names, col_names, title: str = ""):
     values = np.asarray(matrix, dtype=float)
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(values.shape[1]))
-    ax.set_xticklabels(col_names, rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels(col_names, rotation=30, ha="right", fontsize=9)
     ax.set_yticks(range(values.shape[0]))
     ax.set_yticklabels(row_names)
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.6 else "black")
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=9, color="white" if v > 0.6 else "black")
     ax.set_title(title)
     return im
 
@@ -219,7 +219,7 @@ def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, 
     ax.set_ylabel("mean |error| per pixel")
     ax.set_title(title, fontsize=10)
     if legend:
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=9, frameon=False)
     return ax
 
 
@@ -239,7 +239,7 @@ def plot_comparison(ax, results: dict, key: str, labels: dict | None = None, tit
         ax.plot([len(names) - 1] * len(seeds), seeds, "k.", ms=4, zorder=3)
     ax.bar(range(len(names)), means, yerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=3)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=9)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=0.8)
     ax.set_title(title or key, fontsize=10)

@@ -254,3 +254,31 @@ def test_rollout_with_a_period_restarts_the_field_time(frames):
     torch.testing.assert_close(two[:, 3], model.decode(z2))
     with pytest.raises(ValueError, match="period must be a positive int"):
         metrics.rollout(model, frames, speeds, period=0)
+
+
+# ----------------------------------------------------------------------------------------- difference verdict
+
+
+def test_difference_verdict_uses_two_standard_errors_of_the_difference():
+    # SE = sqrt(0.1^2 / 4 + 0.1^2 / 4) = sqrt(0.005); a difference of 0.2 is 2.83 SE: a finding
+    out = metrics.difference_verdict(1.0, 0.1, 4, 0.8, 0.1, 4)
+    assert out["se"] == pytest.approx(math.sqrt(0.005))
+    assert out["z"] == pytest.approx(0.2 / math.sqrt(0.005))
+    assert out["finding"] and out["verdict"] == "finding"
+    # 0.08 apart with spreads 0.09 and 0.02 over three seeds each: SE 0.053, 1.5 SE, not a finding
+    out = metrics.difference_verdict(0.57, 0.09, 3, 0.49, 0.02, 3)
+    assert out["z"] == pytest.approx(0.08 / math.sqrt((0.09**2 + 0.02**2) / 3))
+    assert not out["finding"] and out["verdict"] == "not a finding"
+    # the sign follows a - b, the verdict does not depend on the order
+    back = metrics.difference_verdict(0.49, 0.02, 3, 0.57, 0.09, 3)
+    assert back["difference"] == pytest.approx(-0.08) and back["finding"] == out["finding"]
+    # exactly repeatable sides: any difference is a finding, none is not
+    assert metrics.difference_verdict(1.0, 0.0, 3, 0.5, 0.0, 3)["finding"]
+    assert not metrics.difference_verdict(1.0, 0.0, 3, 1.0, 0.0, 3)["finding"]
+
+
+@pytest.mark.parametrize("bad", [dict(a_n=1), dict(b_n=0), dict(a_std=-0.1), dict(b_std=math.nan)])
+def test_difference_verdict_refuses_what_says_nothing_about_spread(bad):
+    args = dict(a_mean=1.0, a_std=0.1, a_n=3, b_mean=0.5, b_std=0.1, b_n=3) | bad
+    with pytest.raises(ValueError):
+        metrics.difference_verdict(**args)
