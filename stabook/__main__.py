@@ -78,6 +78,8 @@ def _eval(args) -> int:
 
     if args.n < 1:
         raise UsageError(f"--n: expected an integer >= 1, got {args.n}")
+    if args.recognition_steps < 1:
+        raise UsageError(f"--recognition-steps: expected an integer >= 1, got {args.recognition_steps}")
     ks = _positive_ints(args.k, "--k") if args.k is not None else None
     run_dir = Path(args.run_dir)
     if not run_dir.exists():
@@ -92,7 +94,7 @@ def _eval(args) -> int:
         raise UsageError(f"--output: the folder {out.parent} does not exist")
     model, state = load_model(run_dir, device=args.device or "cpu")
     config = TrainConfig.from_dict({**state["train_config"], "model": state["model_config"]})
-    images, _ = data.load_images(config.dataset)
+    images, labels = data.load_images(config.dataset)
     splits = data.split_indices(len(images), seed=0)
     # the validation split chooses settings; a VAE then picks its directions on the training digits, so that
     # nothing it is scored on was used to fit it
@@ -101,11 +103,56 @@ def _eval(args) -> int:
                               seed=config.seed + 1000, val_images=images[splits[fit]],
                               ks=ks if ks is not None else config.eval_k)
     result["split"] = target
+    if args.recognition:
+        result["recognition"] = _recognition(model, images, labels, splits, target, config, args.n,
+                                             args.recognition_steps)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out)
+    for line in _eval_summary(result):
+        print(line)
     print(f"wrote {out}")
     return 0
+
+
+def _recognition(model, images, labels, splits, target, config, n, steps) -> dict:
+    """Does the digit survive the model's rollout? A digit classifier trained on transformed frames of the
+    training digits (seed 0) reads predicted and true frames of the evaluation sequences."""
+    import torch
+
+    from . import classifier, data, metrics
+
+    clf = classifier.train_digit_classifier(images[splits["train"]], labels[splits["train"]],
+                                            config.transformations, T=config.T, steps=steps)
+    gen = data.SequenceGenerator(images[splits[target]], config.transformations, T=config.T)
+    device = next(model.parameters()).device
+    out = {}
+    for k, name in enumerate(gen.transformations):           # the sequences metrics.evaluate scores
+        batch = gen.sample(n, generator=torch.Generator().manual_seed(config.seed + 1000 + k), only=name)
+        if not metrics.is_sta(model):
+            return {}
+        x_hat, _, _ = metrics.rollout(model, batch.frames.to(device))
+        out[name] = classifier.recognition(clf, x_hat.cpu(), batch.frames, labels[splits[target]][batch.index])
+    return out
+
+
+def _eval_summary(result: dict) -> list[str]:
+    lines = []
+    for name, v in result["equivariance"].items():
+        line = (f"{name:>8s}: error / identity {v['mae'] / v['identity_x0_mae']:.3f} (x_t = x_0), "
+                f"{v['mae'] / v['identity_mae']:.3f} (decoded z_0); error / own floor {v['mae'] / v['floor_mae']:.2f}")
+        if name in result.get("recognition", {}):
+            line += f"; digit recognised {result['recognition'][name]['ratio']:.2f} as often as in the truth"
+        lines.append(line)
+    d = result.get("disentanglement")
+    if d:
+        fields = list(d["matching"].values())
+        lines.append(f"matched share {d['matched_share']:.3f}, dominance score {d['score']:.3f}, matched fields "
+                     f"{fields} ({'distinct' if len(set(fields)) == len(fields) else 'NOT distinct'})")
+    for kind in ("frame", "sequence"):
+        for k, v in result.get("likelihood", {}).get(kind, {}).items():
+            lines.append(f"{kind} IWAE k={k}: {v['nats']:.1f} nats")
+    return lines
 
 
 def _compare(args) -> int:
@@ -181,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=int, default=128, help="test sequences per transformation")
     ev.add_argument("--k", help="IWAE sample counts, comma separated (default: the run's eval_k, e.g. 1,100)")
     ev.add_argument("--device")
+    ev.add_argument("--recognition", action="store_true",
+                    help="also train a digit classifier on transformed training digits (about a minute) and report "
+                         "how often it recognises the digit in predicted frames")
+    ev.add_argument("--recognition-steps", dest="recognition_steps", type=int, default=1500,
+                    help="training steps of that classifier (default 1500)")
     ev.add_argument("--split", choices=("test", "val"), default="test",
                     help="the digits to evaluate on: test (default) or val (for choosing settings)")
     ev.add_argument("--output", help="the JSON file to write (default: eval.json, or eval-val.json for --split val, "

@@ -282,3 +282,16 @@ def test_sigterm_saves_a_checkpoint_and_resuming_is_bit_identical(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     losses = lambda run: [e["loss"] for e in training.read_metrics(run)[0]]  # noqa: E731
     assert losses(stopped) == losses(straight)
+
+
+def test_eval_on_the_validation_split_with_the_digit_classifier(run, capsys):
+    assert main(["eval", str(run), "--n", "4", "--k", "1", "--split", "val", "--recognition",
+                 "--recognition-steps", "5"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((run / "eval-val.json").read_text())
+    assert result["split"] == "val" and (run / "eval.json").exists()
+    for name, v in result["equivariance"].items():
+        assert v["identity_x0_mae"] > 0 and v["floor_mae"] > 0
+        assert 0 <= result["recognition"][name]["ratio"] and f"{name}: error / identity" in printed
+    assert "matched share" in printed
+    _refused(["eval", str(run), "--recognition", "--recognition-steps", "0"], capsys, "--recognition-steps")

@@ -1,0 +1,73 @@
+"""Collect validation-split evaluations of trial runs into one results file (the log of what was tried).
+
+    python tools/validation_log.py runs/trial-a runs/trial-b --output book/results/book-preset-validation.json
+
+Each run must hold ``eval-val.json`` (``python -m stabook eval RUN --split val``). For each run the file records
+the settings that differ from the ``tiny`` preset, the steps, the training wall time (summed over resumed
+segments; one thread, often shared with other jobs) and, per transformation, the equivariance error against the
+true identity (predicting ``x_t = x_0``), against decoding ``z_0``, and against the model's own floor (its error
+on ``x_0``), plus the matched share and whether the matched fields are distinct.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from stabook.train import TrainConfig, preset
+
+
+def _wall_seconds(run: Path) -> float:
+    seconds = [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    total, last = 0.0, 0.0
+    for s in seconds:
+        if s < last:                 # a resumed segment restarts its clock
+            total += last
+        last = s
+    return total + last
+
+
+def summarise(run: Path) -> dict:
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    base = preset("tiny")
+    a, b = base.to_dict(), config.to_dict()
+    changed = {k: b[k] for k in b if k not in ("model", "run_dir", "seed", "steps") and a[k] != b[k]}
+    changed.update({f"model.{k}": v for k, v in b["model"].items() if a["model"][k] != v})
+    ev = json.loads((run / "eval-val.json").read_text())
+    rows = {}
+    for name, v in ev["equivariance"].items():
+        rows[name] = {"error_over_x0": v["mae"] / v["identity_x0_mae"], "error_over_z0": v["mae"] / v["identity_mae"],
+                      "error_over_floor": v["mae"] / v["floor_mae"], "mae": v["mae"]}
+    d = ev["disentanglement"]
+    matched = list(d["matching"].values())
+    step = max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
+    return {"run": run.name, "seed": config.seed, "steps": step, "wall_minutes": _wall_seconds(run) / 60,
+            "changed_from_tiny": changed, "equivariance": rows, "matched_share": d["matched_share"],
+            "dominance_score": d["score"], "distinct_fields": len(set(matched)) == len(matched), "split": "val"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--note", action="append", default=[], metavar="RUN=TEXT", help="a remark on a run")
+    args = parser.parse_args()
+    notes = dict(n.split("=", 1) for n in args.note)
+    out = Path(args.output)
+    log = json.loads(out.read_text()) if out.exists() else {"trials": []}
+    for run in map(Path, args.runs):
+        entry = summarise(run)
+        if run.name in notes:
+            entry["note"] = notes[run.name]
+        log["trials"] = [t for t in log["trials"] if t["run"] != entry["run"]] + [entry]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(log, indent=1))
+    for t in log["trials"]:
+        eq = t["equivariance"]
+        print(f"{t['run']:24s} {t['steps']:6d} steps {t['wall_minutes']:5.1f} min | x0 " +
+              " ".join(f"{eq[n]['error_over_x0']:.2f}" for n in eq) + " | floor " +
+              " ".join(f"{eq[n]['error_over_floor']:.2f}" for n in eq) +
+              f" | share {t['matched_share']:.2f} distinct {t['distinct_fields']}")
+
+
+if __name__ == "__main__":
+    main()
