@@ -6,7 +6,8 @@ Each run must hold ``eval-val.json`` (``python -m stabook eval RUN --split val``
 the settings that differ from the ``tiny`` preset, the steps, the training wall time (summed over resumed
 segments; one thread, often shared with other jobs) and, per transformation, the equivariance error against the
 true identity (predicting ``x_t = x_0``), against decoding ``z_0``, and against the model's own floor (its error
-on ``x_0``), plus the matched share and whether the matched fields are distinct.
+on ``x_0``), the digit classifier's recognition ratio (``eval --recognition``), the matched share and whether
+the matched fields are distinct.
 """
 
 import argparse
@@ -37,6 +38,8 @@ def summarise(run: Path) -> dict:
     for name, v in ev["equivariance"].items():
         rows[name] = {"error_over_x0": v["mae"] / v["identity_x0_mae"], "error_over_z0": v["mae"] / v["identity_mae"],
                       "error_over_floor": v["mae"] / v["floor_mae"], "mae": v["mae"]}
+        if name in ev.get("recognition", {}):
+            rows[name]["recognition_ratio"] = ev["recognition"][name]["ratio"]
     d = ev["disentanglement"]
     matched = list(d["matching"].values())
     step = max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
@@ -65,7 +68,8 @@ def main():
         eq = t["equivariance"]
         print(f"{t['run']:24s} {t['steps']:6d} steps {t['wall_minutes']:5.1f} min | x0 " +
               " ".join(f"{eq[n]['error_over_x0']:.2f}" for n in eq) + " | floor " +
-              " ".join(f"{eq[n]['error_over_floor']:.2f}" for n in eq) +
+              " ".join(f"{eq[n]['error_over_floor']:.2f}" for n in eq) + " | digit " +
+              " ".join(f"{eq[n].get('recognition_ratio', float('nan')):.2f}" for n in eq) +
               f" | share {t['matched_share']:.2f} distinct {t['distinct_fields']}")
 
 
