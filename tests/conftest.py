@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from stabook.fields import VectorField
+
 
 def available_devices():
     devices = ["cpu"]
@@ -21,3 +23,15 @@ def digit_sequences(batch: int, T: int = 3, seed: int = 0) -> torch.Tensor:
     images, _ = data.load_digits()
     gen = data.SequenceGenerator(images[:64], T=T)
     return gen.sample(batch, generator=torch.Generator().manual_seed(seed)).frames
+
+
+class LinearField(VectorField):
+    """v(z) = A z: for symmetric A the gradient of u = z^T A z / 2, whose Jacobian is A everywhere."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.dim = A.shape[0]
+        self.register_buffer("A", A)
+
+    def velocity(self, z, t):
+        return z @ self.A.T

@@ -2,21 +2,9 @@ import math
 
 import pytest
 import torch
+from conftest import LinearField
 
 from stabook import fields, flow
-from stabook.fields import VectorField
-
-
-class LinearField(VectorField):
-    """v(z) = A z; for symmetric A it is the gradient of u = z^T A z / 2."""
-
-    def __init__(self, A):
-        super().__init__()
-        self.dim = A.shape[0]
-        self.register_buffer("A", A)
-
-    def velocity(self, z, t):
-        return z @ self.A.T
 
 
 def _bank(seed=0, dim=4, n_pot=2, n_rot=2):

@@ -2,21 +2,9 @@
 
 import pytest
 import torch
+from conftest import LinearField
 
 from stabook import flow
-from stabook.fields import VectorField
-
-
-class LinearField(VectorField):
-    """v(z) = A z: for symmetric A the gradient of u = z^T A z / 2, whose Jacobian is A everywhere."""
-
-    def __init__(self, A):
-        super().__init__()
-        self.dim = A.shape[0]
-        self.register_buffer("A", A)
-
-    def velocity(self, z, t):
-        return z @ self.A.T
 
 
 def _z(n, d):
