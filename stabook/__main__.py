@@ -74,7 +74,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from . import data, metrics
-    from .train import CHECKPOINT, TrainConfig, load_model
+    from .train import CHECKPOINT, TrainConfig, load_model, write_atomic
 
     if args.n < 1:
         raise UsageError(f"--n: expected an integer >= 1, got {args.n}")
@@ -106,9 +106,7 @@ def _eval(args) -> int:
     if args.recognition:
         result["recognition"] = _recognition(model, images, labels, splits, target, config, args.n,
                                              args.recognition_steps)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    write_atomic(out, json.dumps(result, indent=2))
     for line in _eval_summary(result):
         print(line)
     print(f"wrote {out}")
@@ -122,6 +120,8 @@ def _recognition(model, images, labels, splits, target, config, n, steps) -> dic
 
     from . import classifier, data, metrics
 
+    if not metrics.is_sta(model):                             # a VAE has no fields to roll out
+        return {}
     clf = classifier.train_digit_classifier(images[splits["train"]], labels[splits["train"]],
                                             config.transformations, T=config.T, steps=steps)
     gen = data.SequenceGenerator(images[splits[target]], config.transformations, T=config.T)
@@ -129,8 +129,6 @@ def _recognition(model, images, labels, splits, target, config, n, steps) -> dic
     out = {}
     for k, name in enumerate(gen.transformations):           # the sequences metrics.evaluate scores
         batch = gen.sample(n, generator=torch.Generator().manual_seed(config.seed + 1000 + k), only=name)
-        if not metrics.is_sta(model):
-            return {}
         x_hat, _, _ = metrics.rollout(model, batch.frames.to(device))
         out[name] = classifier.recognition(clf, x_hat.cpu(), batch.frames, labels[splits[target]][batch.index])
     return out

@@ -252,26 +252,22 @@ def summary_lines(report: dict) -> list[str]:
              f"{env.get('device_name')}",
              f"  torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, GPUs {env['gpus']}, "
              f"bf16 {env.get('bf16')}" + (f", {env['memory_gb']} GB" if "memory_gb" in env else "")]
-    for name in ("speed_exact", "speed_hutchinson"):
-        c = checks.get(name, {})
-        if "seconds_per_iteration" in c:
-            mem = f", peak {c['peak_memory_mb']:.0f} MB" if c.get("peak_memory_mb") else ""
-            lines.append(f"  {name:17s} {c['iterations_per_second']:7.2f} it/s at batch {c['batch_size']}, "
-                         f"D {c['latent_dim']}{mem}")
-        elif name in checks:
-            lines.append(f"  {name:17s} FAILED: {c.get('error')}")
-    c = checks.get("bf16_training", {})
-    if "loss_first" in c:
-        lines.append(f"  bf16 training      {c['steps']} steps in {c['seconds']:.0f} s, loss {c['loss_first']:.0f} -> "
-                     f"{c['loss_last']:.0f}, finite {c['finite']}, skipped updates {c['skipped_updates']}")
-    elif c:
-        lines.append(f"  bf16 training      FAILED: {c.get('error')}")
-    c = checks.get("iwae", {})
-    if "frame_nats" in c:
-        lines.append(f"  IWAE k={c['k']:<4d}       frames {c['frame_nats'][str(c['k'])]:.1f} nats, sequences "
-                     f"{c['sequence_nats'][str(c['k'])]:.1f} nats ({c['seconds']:.1f} s)")
-    elif c:
-        lines.append(f"  IWAE              FAILED: {c.get('error')}")
+    def speed(c):
+        mem = f", peak {c['peak_memory_mb']:.0f} MB" if c.get("peak_memory_mb") else ""
+        return f"{c['iterations_per_second']:7.2f} it/s at batch {c['batch_size']}, D {c['latent_dim']}{mem}"
+
+    rows = [("speed_exact", "speed_exact", "seconds_per_iteration", speed),
+            ("speed_hutchinson", "speed_hutchinson", "seconds_per_iteration", speed),
+            ("bf16_training", "bf16 training", "loss_first",
+             lambda c: f"{c['steps']} steps in {c['seconds']:.0f} s, loss {c['loss_first']:.0f} -> "
+                       f"{c['loss_last']:.0f}, finite {c['finite']}, skipped updates {c['skipped_updates']}"),
+            ("iwae", "IWAE", "frame_nats",
+             lambda c: f"k={c['k']}: frames {c['frame_nats'][str(c['k'])]:.1f} nats, sequences "
+                       f"{c['sequence_nats'][str(c['k'])]:.1f} nats ({c['seconds']:.1f} s)")]
+    for name, label, key, describe in rows:          # a check that ran shows its numbers, or why it failed
+        c = checks.get(name)
+        if c is not None:
+            lines.append(f"  {label:17s} " + (describe(c) if key in c else f"FAILED: {c.get('error')}"))
     c = checks.get("torchrun", {})
     if c:
         state = "ok" if c["ok"] else f"FAILED (exit {c.get('returncode')}): {c.get('error', '')}"

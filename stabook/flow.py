@@ -167,13 +167,12 @@ class FieldBank(nn.Module):
         active = speeds != 0
         counts = active.sum(1)
         present = counts.unique().tolist()
-        H, R = self.jacobian_rank // M, self.jacobian_rank
-        dense_cost = D ** 2 * R + D ** 3
-        saved = sum(int((counts == k).sum()) * (dense_cost - ((k * H) ** 3 + (k * H) ** 2 * (M - k) * H))
+        R = self.jacobian_rank
+        H = R // M
+        saved = sum(int((counts == k).sum()) * (self._dense_cost() - self._active_cost(k))
                     for k in present if k and self._active_form_pays(k))
         if saved <= R * R * D:              # what the active form saves does not pay for K = V U: the dense form
-            eye = torch.eye(D, dtype=z.dtype, device=z.device)
-            return torch.linalg.slogdet(eye + step * self.weighted_jacobian(z, t, speeds)).logabsdet
+            return torch.linalg.slogdet(_step_matrix(self, z, t, speeds, step)).logabsdet
         curv = self._curvatures(z, t)                                                   # [B, M, H]
         U, V = self._factors()
         K = V @ U                                                                       # [R, R], R = M H
@@ -182,9 +181,8 @@ class FieldBank(nn.Module):
         dense = torch.tensor([k > 0 and not self._active_form_pays(k) for k in range(M + 1)], device=z.device)
         if bool(dense[counts].any()):                      # every sample the dense form suits, in one batch
             rows = dense[counts].nonzero().squeeze(1)
-            J = self.weighted_jacobian(z[rows], t[rows], speeds[rows])
-            eye = torch.eye(D, dtype=z.dtype, device=z.device)
-            out = out.index_put((rows,), torch.linalg.slogdet(eye + step * J).logabsdet)
+            matrix = _step_matrix(self, z[rows], t[rows], speeds[rows], step)
+            out = out.index_put((rows,), torch.linalg.slogdet(matrix).logabsdet)
         for k in present:
             if k > 0 and not self._active_form_pays(k):
                 continue
@@ -213,8 +211,17 @@ class FieldBank(nn.Module):
         and, for the gradient, a solve against the other fields' units) than in the dense ``D x D`` form: the
         active form runs more and smaller operations (gathers, a solve), so it must count under half the dense
         form's multiply-adds (measured: at the mnist preset's shape it is slower at ``k = 3``)."""
-        H, M, D = self.jacobian_rank // self.M, self.M, self.dim
-        return (k * H) ** 3 + (k * H) ** 2 * (M - k) * H < 0.5 * (D ** 2 * M * H + D ** 3)
+        return self._active_cost(k) < 0.5 * self._dense_cost()
+
+    def _dense_cost(self) -> int:
+        """Multiply-adds of one sample's dense form: ``J_w = U diag(d) V`` (``D^2 R``) and its determinant."""
+        return self.dim ** 2 * self.jacobian_rank + self.dim ** 3
+
+    def _active_cost(self, k: int) -> int:
+        """Multiply-adds of one sample's active block with ``k`` moving fields: its determinant and the solve that
+        gives the other fields' speed gradients."""
+        H, M = self.jacobian_rank // self.M, self.M
+        return (k * H) ** 3 + (k * H) ** 2 * (M - k) * H
 
     @staticmethod
     def _inactive_speed_gradient(K, G, d, idx, on, gs, cs, step, k):
@@ -301,18 +308,22 @@ def drift(fields, z: torch.Tensor, t, speeds: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bm,bmd->bd", speeds, bank.velocities(z, _as_time(t, z)))
 
 
+def _step_matrix(bank, z, t, speeds, step):
+    """The Jacobian ``I + step J_w`` of an Euler step, ``[B, D, D]``, formed densely."""
+    if isinstance(bank, FieldBank):
+        J = bank.weighted_jacobian(z, t, speeds)
+    else:
+        J = torch.einsum("bm,bmij->bij", speeds, bank.jacobians(z, t))
+    return torch.eye(z.shape[-1], dtype=z.dtype, device=z.device) + step * J
+
+
 def _logdet(bank, z, t, speeds, step, method, n_probes, generator):
     if method == "exact":
         if USE_LOWRANK and isinstance(bank, FieldBank) and bank.jacobian_rank < bank.dim:   # cheaper, as exact
             return bank.lowrank_logdet(z, t, speeds, step)
         if USE_LOWRANK and isinstance(bank, FieldBank) and bool((speeds == 0).any()):
             return bank.active_logdet(z, t, speeds, step)
-        if isinstance(bank, FieldBank):
-            J = bank.weighted_jacobian(z, t, speeds)
-        else:
-            J = torch.einsum("bm,bmij->bij", speeds, bank.jacobians(z, t))
-        eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-        return torch.linalg.slogdet(eye + step * J).logabsdet
+        return torch.linalg.slogdet(_step_matrix(bank, z, t, speeds, step)).logabsdet
     if method == "first_order":
         return step * (speeds * bank.divergences(z, t)).sum(-1)
     if method == "hutchinson":
@@ -517,11 +528,7 @@ def step_invertibility(fields, z: torch.Tensor, speeds: torch.Tensor, t, h: floa
     z, speeds = _check_step_inputs(bank, z, speeds, h, 1)
     t = _as_time(t, z)
     with torch.no_grad():
-        if isinstance(bank, FieldBank):
-            J = bank.weighted_jacobian(z, t, speeds)
-        else:
-            J = torch.einsum("bm,bmij->bij", speeds, bank.jacobians(z, t))
-        step = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device) + h * J
+        step = _step_matrix(bank, z, t, speeds, h)
         sign, logabsdet = torch.linalg.slogdet(step)
         sigma_min = torch.linalg.svdvals(step)[..., -1]
     return {"sigma_min": sigma_min, "sign": sign, "logabsdet": logabsdet}

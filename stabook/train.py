@@ -39,7 +39,7 @@ from .runtime import get_device, seed_everything
 from .sparse import TemperatureSchedule
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "train", "load_checkpoint", "save_checkpoint",
-           "load_model", "export_run", "RunError", "holds_run", "run_lock", "read_metrics", "RUN_FILES"]
+           "load_model", "export_run", "write_atomic", "RunError", "holds_run", "run_lock", "read_metrics", "RUN_FILES"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -329,8 +329,8 @@ def export_run(run_dir, out_dir, command: str) -> Path:
     save_checkpoint(out_dir / CHECKPOINT, slim)
     for name in ("metrics.jsonl", "eval.json", "config.json", HISTORY):
         if (run_dir / name).exists():
-            _write_atomic(out_dir / name, (run_dir / name).read_text())
-    _write_atomic(out_dir / "COMMAND", command + "\n")
+            write_atomic(out_dir / name, (run_dir / name).read_text())
+    write_atomic(out_dir / "COMMAND", command + "\n")
     return out_dir
 
 
@@ -343,7 +343,9 @@ LOCK = ".lock"
 RUN_FILES = (CHECKPOINT, "config.json", METRICS, "eval.json", HISTORY)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
+    path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         tmp.write_text(text)
@@ -421,7 +423,7 @@ def read_metrics(run_dir, repair: bool = False) -> tuple[list[dict], bool]:
                 raise ValueError(f"{path}, line {number}: not a metrics entry; the file is damaged (fix or remove "
                                  f"that line)") from None
     if torn and repair:
-        _write_atomic(path, "".join(json.dumps(e) + "\n" for e in entries))
+        write_atomic(path, "".join(json.dumps(e) + "\n" for e in entries))
     return entries, torn
 
 
@@ -557,11 +559,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
                           file=sys.stderr)
                 kept = [e for e in entries if e["step"] <= start]          # entries after the checkpoint go
                 if torn or len(kept) != len(entries):
-                    _write_atomic(run_dir / METRICS, "".join(json.dumps(e) + "\n" for e in kept))
+                    write_atomic(run_dir / METRICS, "".join(json.dumps(e) + "\n" for e in kept))
                 if changes:
                     _say("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}"
                                                                       for k, (a, b) in changes.items()), progress)
-            _write_atomic(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+            write_atomic(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
             event = {"event": "resume" if resume else "start", "step": start, "changed": changes,
                      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
             with open(run_dir / HISTORY, "a") as fh:
@@ -667,7 +669,7 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
         result = metrics.evaluate(model, images[splits["test"]], config.transformations, n=config.eval_sequences,
                                   T=config.T, seed=config.seed + 1000, device=device,
                                   val_images=images[splits["val"]], ks=config.eval_k)
-        _write_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
+        write_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
         summary["eval"] = result
     if world > 1:
         dist.barrier()
