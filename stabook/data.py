@@ -313,9 +313,7 @@ class SequenceGenerator:
     steps: dict | None = None
 
     def __post_init__(self):
-        self.images = check_images(self.images, "images", ndim=4)
-        if self.images.shape[0] < 1:
-            raise ValueError("images must hold at least one image")
+        self.images = check_images(self.images, "images", ndim=4)            # refuses an empty set too
         self.transformations = tuple(self.transformations)
         unknown = [t for t in self.transformations if t not in TRANSFORMATIONS]
         if unknown or not self.transformations:
@@ -403,6 +401,13 @@ def _colourise(gray: torch.Tensor, colour=(1.0, 0.0, 0.0)) -> torch.Tensor:
     return gray[:, None] * torch.tensor(colour, dtype=gray.dtype)[None, :, None, None]
 
 
+def _on_canvas(small: torch.Tensor, size: int, colour) -> torch.Tensor:
+    """Grey digits ``[N, 1, d, d]`` centred on a black ``size`` canvas and coloured: ``[N, 3, size, size]``."""
+    pad = size - small.shape[-1]
+    canvas = F.pad(small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))[:, 0]
+    return _colourise(canvas.clamp(0, 1), colour)
+
+
 def load_digits(size: int = 28, digit_size: int = 14, colour=(1.0, 0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 1,797 handwritten 8x8 digits, upsampled to ``digit_size`` and centred on a ``size``
     canvas, coloured (red on black by default, as the released code coloured MNIST). No download.
@@ -416,9 +421,7 @@ def load_digits(size: int = 28, digit_size: int = 14, colour=(1.0, 0.0, 0.0)) ->
     bunch = sk_digits()
     gray = torch.tensor(bunch.images, dtype=torch.float32) / 16.0                 # [N, 8, 8]
     small = F.interpolate(gray[:, None], size=(digit_size, digit_size), mode="bilinear", align_corners=False)
-    pad = size - digit_size
-    canvas = F.pad(small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))[:, 0]
-    return _colourise(canvas.clamp(0, 1), colour), torch.tensor(bunch.target)
+    return _on_canvas(small, size, colour), torch.tensor(bunch.target)
 
 
 def load_mnist_sample(size: int = 28, digit_size: int = 14, colour=(1.0, 0.0, 0.0)
@@ -439,9 +442,7 @@ def load_mnist_sample(size: int = 28, digit_size: int = 14, colour=(1.0, 0.0, 0.
     gray = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
     small = gray if digit_size == 28 else F.interpolate(gray, size=(digit_size, digit_size), mode="bilinear",
                                                         align_corners=False, antialias=True)
-    pad = size - digit_size
-    canvas = F.pad(small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))[:, 0]
-    return _colourise(canvas.clamp(0, 1), colour), torch.tensor(labels, dtype=torch.long)
+    return _on_canvas(small, size, colour), torch.tensor(labels, dtype=torch.long)
 
 
 MNIST_FILES = {
