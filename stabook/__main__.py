@@ -74,7 +74,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from . import data, metrics
-    from .train import CHECKPOINT, TrainConfig, load_model, write_atomic
+    from .train import CHECKPOINT, TrainConfig, load_model, wall_time, write_atomic
 
     if args.n < 1:
         raise UsageError(f"--n: expected an integer >= 1, got {args.n}")
@@ -103,6 +103,10 @@ def _eval(args) -> int:
                               seed=config.seed + 1000, val_images=images[splits[fit]],
                               ks=ks if ks is not None else config.eval_k)
     result["split"] = target
+    try:
+        result["wall_time"] = wall_time(folder)
+    except ValueError:                     # a checkpoint with no training log beside it
+        pass
     if args.recognition:
         result["recognition"] = _recognition(model, images, labels, splits, target, config, args.n,
                                              args.recognition_steps)
@@ -150,6 +154,10 @@ def _eval_summary(result: dict) -> list[str]:
     for kind in ("frame", "sequence"):
         for k, v in result.get("likelihood", {}).get(kind, {}).items():
             lines.append(f"{kind} IWAE k={k}: {v['nats']:.1f} nats")
+    if "wall_time" in result:
+        w = result["wall_time"]
+        lines.append(f"trained {w['steps']:,} steps in {w['seconds'] / 60:.1f} min of wall time "
+                     f"({w['segments']} segment{'s' if w['segments'] > 1 else ''}, from metrics.jsonl)")
     return lines
 
 

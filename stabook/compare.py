@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from .baselines import LABELS, VARIANTS
-from .train import CHECKPOINT, TrainConfig, apply_overrides, preset, train
+from .train import CHECKPOINT, TrainConfig, apply_overrides, preset, train, wall_time, write_atomic
 
-__all__ = ["run_comparison", "summarise", "comparison_table", "parse_seeds", "flatten_metrics"]
+__all__ = ["run_comparison", "collect_runs", "summarise", "comparison_table", "parse_seeds", "flatten_metrics"]
 
 
 def parse_seeds(seeds) -> list[int]:
@@ -41,9 +41,20 @@ def flatten_metrics(result: dict) -> dict[str, float]:
         row[f"equivariance_{name}"] = v["mae"]
         row[f"identity_{name}"] = v["identity_mae"]
         row[f"ratio_{name}"] = result["equivariance_ratio"][name]
+        if "identity_x0_mae" in v:                  # evaluations since the x_t = x_0 baseline was added
+            row[f"identity_x0_{name}"] = v["identity_x0_mae"]
+            row[f"ratio_x0_{name}"] = v["mae"] / v["identity_x0_mae"]
+        if v.get("floor_mae"):
+            row[f"floor_ratio_{name}"] = v["mae"] / v["floor_mae"]
+    for name, v in result.get("recognition", {}).items():
+        row[f"recognition_{name}"] = v["ratio"]
     if result.get("disentanglement"):
         row["score"] = result["disentanglement"]["score"]
         row["matched_share"] = result["disentanglement"]["matched_share"]
+        fields = list(result["disentanglement"]["matching"].values())
+        row["distinct_fields"] = float(len(set(fields)) == len(fields))
+    if "wall_time" in result:
+        row["wall_minutes"] = result["wall_time"]["seconds"] / 60
     for kind in ("frame", "sequence"):
         for k, v in result.get("likelihood", {}).get(kind, {}).items():
             row[f"{kind}_nats_k{k}"] = v["nats"]
@@ -109,6 +120,51 @@ def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, st
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def collect_runs(runs: dict[str, dict[int, str | Path]], preset_name: str, command: str = "", out=None) -> dict:
+    """A results file in :func:`run_comparison`'s format from runs that already exist, wherever they live.
+
+    ``runs`` maps a variant to ``{seed: folder}``; each folder holds the run's ``eval.json`` (its test
+    evaluation) and ``config.json``. The runs of one variant must share every setting but the seed, the run
+    folder and the budget's bookkeeping (``log_every``, ``ckpt_every``), so that a committed run exported from
+    one place and a run trained elsewhere can be compared fairly; anything else is an error."""
+    results = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "command": command, "preset": preset_name, "variants": {}}
+    free = {"seed", "run_dir", "log_every", "ckpt_every", "device", "preset"}
+    seeds_seen = set()
+    for variant, folders in runs.items():
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}: expected names from {list(VARIANTS)}")
+        per_seed, reference = {}, None
+        for seed, folder in sorted(folders.items()):
+            folder = Path(folder)
+            for name in ("eval.json", "config.json"):
+                if not (folder / name).is_file():
+                    raise FileNotFoundError(f"{folder / name} is missing: expected a finished, evaluated run")
+            config = json.loads((folder / "config.json").read_text())
+            if config.get("seed") != seed:
+                raise ValueError(f"{folder} holds seed {config.get('seed')}, listed as seed {seed}")
+            kept = {k: v for k, v in config.items() if k not in free}
+            if reference is None:
+                reference = (folder, kept, config)
+            elif kept != reference[1]:
+                differ = sorted(k for k in set(kept) | set(reference[1]) if kept.get(k) != reference[1].get(k))
+                raise ValueError(f"{folder} and {reference[0]} differ in {differ}: not one variant's runs")
+            per_seed[seed] = json.loads((folder / "eval.json").read_text())
+            if "wall_time" not in per_seed[seed] and (folder / "metrics.jsonl").is_file():
+                per_seed[seed]["wall_time"] = wall_time(folder)      # an evaluation made before it was recorded
+            seeds_seen.add(seed)
+        results["variants"][variant] = {"overrides": list(VARIANTS[variant]), "config": reference[2],
+                                        "per_seed": {str(s): r for s, r in per_seed.items()},
+                                        "summary": summarise(per_seed), "runs": {str(s): str(f) for s, f in
+                                                                                 folders.items()}}
+        results["steps"] = reference[2]["steps"]
+    results["seeds"] = sorted(seeds_seen)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps(results, indent=1))
     return results
 
 

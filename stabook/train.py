@@ -39,7 +39,8 @@ from .runtime import get_device, seed_everything
 from .sparse import TemperatureSchedule
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "train", "load_checkpoint", "save_checkpoint",
-           "load_model", "export_run", "write_atomic", "RunError", "holds_run", "run_lock", "read_metrics", "RUN_FILES"]
+           "load_model", "export_run", "write_atomic", "RunError", "holds_run", "run_lock", "read_metrics",
+           "wall_time", "RUN_FILES"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -427,6 +428,23 @@ def read_metrics(run_dir, repair: bool = False) -> tuple[list[dict], bool]:
     return entries, torn
 
 
+def wall_time(run_dir) -> dict:
+    """How long a run trained, read from its ``metrics.jsonl``: each logged entry carries ``seconds``, the
+    wall time since that start or resume, so a drop in ``seconds`` marks a resume. Returns ``seconds`` (the
+    sum over segments, up to each segment's last logged step), ``segments`` and ``steps`` (the last logged
+    step). Startup and the final evaluation are not included."""
+    entries, _ = read_metrics(run_dir)
+    timed = [e for e in entries if isinstance(e.get("seconds"), (int, float))]
+    if not timed:
+        raise ValueError(f"{Path(run_dir) / METRICS}: no logged step with a 'seconds' entry to time the run by")
+    total, segments, last = 0.0, 1, timed[0]["seconds"]
+    for entry in timed[1:]:
+        if entry["seconds"] < last:           # a resume started the clock again
+            total, segments = total + last, segments + 1
+        last = entry["seconds"]
+    return {"seconds": total + last, "segments": segments, "steps": timed[-1]["step"]}
+
+
 def _resume_changes(saved: TrainConfig, config: TrainConfig) -> dict:
     """The settings a resume changes, ``{name: [old, new]}``; refuses those that define the run."""
     if saved.model.to_dict() != config.model.to_dict() or saved.model_kind != config.model_kind:
@@ -669,6 +687,10 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
         result = metrics.evaluate(model, images[splits["test"]], config.transformations, n=config.eval_sequences,
                                   T=config.T, seed=config.seed + 1000, device=device,
                                   val_images=images[splits["val"]], ks=config.eval_k)
+        try:
+            result["wall_time"] = wall_time(run_dir)
+        except ValueError:                   # no step was logged (steps below log_every)
+            pass
         write_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
         summary["eval"] = result
     if world > 1:

@@ -119,11 +119,15 @@ def test_a_vae_trains_with_the_same_code_and_evaluates(tmp_path):
 
 def test_eval_command_writes_every_metric_as_json(tmp_path, capsys):
     config = training.apply_overrides(training.preset("tiny"), SMALL_SET + [f"run_dir={tmp_path}", "steps=2",
-                                                                            "eval_k="])
+                                                                            "eval_k=", "log_every=1"])
     training.train(config, progress=False)
+    # the run's wall time, read from its log, goes into the evaluation and the printed summary
+    assert json.loads((tmp_path / "eval.json").read_text())["wall_time"]["steps"] == 2
     assert not (tmp_path / "eval.json").read_text().count("likelihood")      # eval_k empty: none at the end
     out = tmp_path / "full.json"
+    capsys.readouterr()
     assert main(["eval", str(tmp_path), "--n", "4", "--k", "1,3", "--output", str(out)]) == 0
+    assert "trained 2 steps in" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert set(result) >= {"equivariance", "equivariance_ratio", "disentanglement", "likelihood"}
     assert set(result["likelihood"]["sequence"]) == {"1", "3"}
