@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", parents=[common], help="train STA (a preset, with overrides), or resume a run")
-    tr.add_argument("--preset", default="tiny", help="tiny (digits, CPU) or mnist (GPU)")
+    tr.add_argument("--preset", default="tiny",
+                    help="tiny (digits, CPU, ~10 min), book (real digits, CPU, ~45 min) or mnist (GPU)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     tr.add_argument("--overwrite", action="store_true", help="replace the run that --run-dir already holds")
     tr.add_argument("--steps", type=int)
@@ -245,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "beside the checkpoint)")
     co = sub.add_parser("compare", parents=[common],
                         help="train and evaluate STA, its ablations and the VAE over seeds (chapter 7)")
-    co.add_argument("--preset", default="tiny")
+    co.add_argument("--preset", default="tiny", help="tiny, book or mnist")
     co.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     co.add_argument("--variants",
                     help="comma-separated subset of sta, dense, potential_only, rotational_only, vae (default: all)")

@@ -10,7 +10,7 @@ from stabook.baselines import VARIANTS
 from stabook.compare import summarise
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
-FILES = {"tiny.json": set(VARIANTS), "tiny-5000.json": set(VARIANTS)}
+FILES = {"tiny.json": set(VARIANTS), "tiny-5000.json": set(VARIANTS), "book.json": {"sta", "vae"}}
 
 
 @pytest.fixture(params=sorted(FILES), scope="module")
@@ -20,9 +20,15 @@ def named_results(request):
 
 def test_results_name_the_command_that_made_them(named_results):
     name, results = named_results
-    assert results["command"].startswith("python -m stabook compare")
-    assert f"--output book/results/{name}" in results["command"]
-    assert results["preset"] == "tiny" and results["created"]
+    if name == "book.json":           # collected from the committed runs and those trained beside them
+        assert results["command"] == "python tools/make_book_results.py" and results["preset"] == "book"
+        for entry in results["variants"].values():
+            assert entry["config"]["preset"] == "book" and set(entry["runs"]) == set(entry["per_seed"])
+    else:
+        assert results["command"].startswith("python -m stabook compare")
+        assert f"--output book/results/{name}" in results["command"]
+        assert results["preset"] == "tiny"
+    assert results["created"]
 
 
 def test_every_variant_has_three_or_more_seeds(named_results):
