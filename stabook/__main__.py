@@ -139,6 +139,8 @@ def _recognition(model, images, labels, splits, target, config, n, steps) -> dic
 
 
 def _eval_summary(result: dict) -> list[str]:
+    from .compare import own_fields
+
     lines = []
     for name, v in result["equivariance"].items():
         line = (f"{name:>8s}: error / identity {v['mae'] / v['identity_x0_mae']:.3f} (x_t = x_0), "
@@ -149,8 +151,10 @@ def _eval_summary(result: dict) -> list[str]:
     d = result.get("disentanglement")
     if d:
         fields = list(d["matching"].values())
+        own = "each transformation's largest share on its own field" if own_fields(d) else \
+            "two transformations share their largest field"
         lines.append(f"matched share {d['matched_share']:.3f}, dominance score {d['score']:.3f}, matched fields "
-                     f"{fields} ({'distinct' if len(set(fields)) == len(fields) else 'NOT distinct'})")
+                     f"{fields}: {own}")
     for kind in ("frame", "sequence"):
         for k, v in result.get("likelihood", {}).get(kind, {}).items():
             lines.append(f"{kind} IWAE k={k}: {v['nats']:.1f} nats")

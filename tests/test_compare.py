@@ -47,7 +47,9 @@ def _fake_run(folder, seed, steps=10, seconds=(1.0, 2.0), **changes):
     ev = {"equivariance": {"rotate": {"mae": 0.1 * (seed + 1), "identity_mae": 0.2, "identity_x0_mae": 0.4,
                                       "floor_mae": 0.05}},
           "equivariance_ratio": {"rotate": 0.5 * (seed + 1)},
-          "disentanglement": {"score": 0.9, "matched_share": 0.8, "matching": {"0": 1, "1": 1 + seed}},
+          "disentanglement": {"score": 0.9, "matched_share": 0.8, "matching": {"0": 0, "1": 1},
+                              # seed 0: both transformations' largest share is on field 1
+                              "matrix": [[0.4, 0.6], [0.1, 0.9]] if seed == 0 else [[0.6, 0.4], [0.1, 0.9]]},
           "recognition": {"rotate": {"ratio": 0.7}}}
     (folder / "eval.json").write_text(json.dumps(ev))
     return folder
@@ -63,7 +65,7 @@ def test_existing_runs_are_collected_into_a_results_file(tmp_path):
     assert summary["ratio_x0_rotate"]["mean"] == pytest.approx(0.375)       # 0.1 / 0.4 and 0.2 / 0.4
     assert summary["floor_ratio_rotate"]["mean"] == pytest.approx(3.0)      # 2 and 4
     assert summary["recognition_rotate"]["mean"] == pytest.approx(0.7)
-    assert summary["distinct_fields"]["mean"] == pytest.approx(0.5)         # seed 0 matches field 1 twice
+    assert summary["own_fields"]["mean"] == pytest.approx(0.5)              # not on seed 0
     assert summary["wall_minutes"]["mean"] == pytest.approx(2.0 / 60)       # read from metrics.jsonl
     # runs of one variant must differ only in seed and bookkeeping
     runs["sta"][2] = _fake_run(tmp_path / "a2", 2, lr=0.5)

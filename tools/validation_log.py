@@ -6,25 +6,16 @@ Each run must hold ``eval-val.json`` (``python -m stabook eval RUN --split val``
 the settings that differ from the ``tiny`` preset, the steps, the training wall time (summed over resumed
 segments; one thread, often shared with other jobs) and, per transformation, the equivariance error against the
 true identity (predicting ``x_t = x_0``), against decoding ``z_0``, and against the model's own floor (its error
-on ``x_0``), the digit classifier's recognition ratio (``eval --recognition``), the matched share and whether
-the matched fields are distinct.
+on ``x_0``), the digit classifier's recognition ratio (``eval --recognition``), the matched share and whether each
+transformation's largest share lies on its own field (``stabook.compare.own_fields``).
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from stabook.train import TrainConfig, preset
-
-
-def _wall_seconds(run: Path) -> float:
-    seconds = [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    total, last = 0.0, 0.0
-    for s in seconds:
-        if s < last:                 # a resumed segment restarts its clock
-            total += last
-        last = s
-    return total + last
+from stabook.compare import own_fields
+from stabook.train import TrainConfig, preset, wall_time
 
 
 def summarise(run: Path) -> dict:
@@ -41,11 +32,10 @@ def summarise(run: Path) -> dict:
         if name in ev.get("recognition", {}):
             rows[name]["recognition_ratio"] = ev["recognition"][name]["ratio"]
     d = ev["disentanglement"]
-    matched = list(d["matching"].values())
-    step = max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
-    return {"run": run.name, "seed": config.seed, "steps": step, "wall_minutes": _wall_seconds(run) / 60,
+    wall = wall_time(run)
+    return {"run": run.name, "seed": config.seed, "steps": wall["steps"], "wall_minutes": wall["seconds"] / 60,
             "changed_from_tiny": changed, "equivariance": rows, "matched_share": d["matched_share"],
-            "dominance_score": d["score"], "distinct_fields": len(set(matched)) == len(matched), "split": "val"}
+            "dominance_score": d["score"], "own_fields": own_fields(d), "split": "val"}
 
 
 def main():
@@ -70,7 +60,7 @@ def main():
               " ".join(f"{eq[n]['error_over_x0']:.2f}" for n in eq) + " | floor " +
               " ".join(f"{eq[n]['error_over_floor']:.2f}" for n in eq) + " | digit " +
               " ".join(f"{eq[n].get('recognition_ratio', float('nan')):.2f}" for n in eq) +
-              f" | share {t['matched_share']:.2f} distinct {t['distinct_fields']}")
+              f" | share {t['matched_share']:.2f} own fields {t.get('own_fields', '?')}")
 
 
 if __name__ == "__main__":
