@@ -27,11 +27,11 @@ from scipy.optimize import linear_sum_assignment
 from torch.distributions import Bernoulli, Normal
 
 from . import flow as flowlib
-from ._checks import check_tensor
+from ._checks import check_images, check_tensor
 from .baselines import fit_directions
 from .data import SequenceGenerator
 
-__all__ = ["iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim", "rollout",
+__all__ = ["best_decoding", "iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim", "rollout",
            "direction_rollout", "equivariance_error", "stepwise_error", "disentanglement", "typical_speeds",
            "composition", "extrapolation", "likelihoods", "evaluate", "is_sta", "difference_verdict"]
 
@@ -235,6 +235,46 @@ def _errors(x_hat, x_id, frames) -> dict[str, float]:
             "released_form": err.sum((1, 2, 3, 4)).mean().item(),
             "identity_x0_mae": (frames[:, :1] - frames[:, 1:]).abs().mean().item(),
             "floor_mae": (x_hat[:, 0] - frames[:, 0]).abs().mean().item()}
+
+
+def best_decoding(model, frames: torch.Tensor, z_init: torch.Tensor, steps: int = 300, lr: float = 0.02):
+    """The latents from which the decoder draws each frame best, found by gradient descent from ``z_init``.
+
+    ``frames`` ``[B, T+1, C, H, W]``, ``z_init`` ``[B, T+1, D]`` (e.g. a rollout's latents). Minimises the mean
+    absolute error per frame, ``mean |decode(z_t) - x_t|``, over each ``z_t`` with Adam (``steps``, ``lr``), the
+    decoder's weights fixed. Returns the latents ``[B, T+1, D]`` and their errors per frame ``[B, T+1]``. The
+    errors are a floor for any model with this decoder that predicts frame by frame: a rollout's error above
+    them is the encoder's and the flow's, and their growth from ``x_0`` to later frames says how much harder
+    the decoder finds transformed digits. The search is local, so the floor is an upper estimate of the best."""
+    frames = check_images(frames, "frames", ndim=5)
+    z_init = check_tensor(z_init, "z_init", ndim=3)
+    if z_init.shape[:2] != frames.shape[:2]:
+        raise ValueError(f"z_init must have shape [B, T+1, D] with B, T+1 = {tuple(frames.shape[:2])}, got "
+                         f"{tuple(z_init.shape)}")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
+
+    def errors(z):                                              # [B, T+1]
+        x = model.decode(z.flatten(0, 1)).reshape(frames.shape)
+        return (x - frames).abs().mean((2, 3, 4))
+
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    z = z_init.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    try:
+        for param in params:                                     # no gradients for the weights: they stay fixed
+            param.requires_grad_(False)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad()
+                errors(z).sum().backward()
+                optimizer.step()
+    finally:
+        for param, flag in zip(params, flags, strict=True):
+            param.requires_grad_(flag)
+    with torch.no_grad():
+        return z.detach(), errors(z)
 
 
 # ---------------------------------------------------------------------------------------------- disentanglement
