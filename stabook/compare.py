@@ -61,7 +61,8 @@ def flatten_metrics(result: dict) -> dict[str, float]:
     if result.get("disentanglement"):
         row["score"] = result["disentanglement"]["score"]
         row["matched_share"] = result["disentanglement"]["matched_share"]
-        row["own_fields"] = float(own_fields(result["disentanglement"]))
+        if "matrix" in result["disentanglement"]:
+            row["own_fields"] = float(own_fields(result["disentanglement"]))
     if "wall_time" in result:
         row["wall_minutes"] = result["wall_time"]["seconds"] / 60
     for kind in ("frame", "sequence"):
