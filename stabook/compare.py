@@ -84,6 +84,24 @@ def summarise(per_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _results(command: str, preset_name: str) -> dict:
+    """The head of a results file: when and by what it was made, and for which preset."""
+    return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "preset": preset_name, "variants": {}}
+
+
+def _variant_entry(variant: str, config: dict, per_seed: dict) -> dict:
+    """One variant's entry of a results file: its overrides, configuration, per-seed evaluations and summary."""
+    return {"overrides": list(VARIANTS[variant]), "config": config,
+            "per_seed": {str(s): r for s, r in per_seed.items()}, "summary": summarise(per_seed)}
+
+
+def _write(results: dict, out) -> None:
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps(results, indent=1))
+
+
 def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, steps: int | None = None,
                    runs_dir="runs/compare", out=None, device=None, progress: bool = True, overrides=(),
                    command: str = "") -> dict:
@@ -97,8 +115,7 @@ def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, st
     if unknown:
         raise ValueError(f"unknown variants {unknown}: expected names from {list(VARIANTS)}")
     seeds = parse_seeds(seeds)
-    results = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "command": command, "preset": preset_name, "seeds": seeds, "variants": {}}
+    results = _results(command, preset_name) | {"seeds": seeds}
     for variant in variants:
         per_seed, configs = {}, None
         for seed in seeds:
@@ -123,13 +140,9 @@ def run_comparison(preset_name: str = "tiny", seeds=(0, 1, 2), variants=None, st
                 train(config, resume=resume, progress=progress, overwrite=not resume)
             per_seed[seed] = json.loads(eval_path.read_text())
             configs = config.to_dict()
-        results["variants"][variant] = {"overrides": list(VARIANTS[variant]), "config": configs,
-                                        "per_seed": {str(s): r for s, r in per_seed.items()},
-                                        "summary": summarise(per_seed)}
+        results["variants"][variant] = _variant_entry(variant, configs, per_seed)
         results["steps"] = configs["steps"]
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(results, indent=1))
+    _write(results, out)
     return results
 
 
@@ -140,8 +153,7 @@ def collect_runs(runs: dict[str, dict[int, str | Path]], preset_name: str, comma
     evaluation) and ``config.json``. The runs of one variant must share every setting but the seed, the run
     folder and the budget's bookkeeping (``log_every``, ``ckpt_every``), so that a committed run exported from
     one place and a run trained elsewhere can be compared fairly; anything else is an error."""
-    results = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "command": command, "preset": preset_name, "variants": {}}
+    results = _results(command, preset_name)
     free = {"seed", "run_dir", "log_every", "ckpt_every", "device", "preset"}
     seeds_seen = set()
     for variant, folders in runs.items():
@@ -166,15 +178,11 @@ def collect_runs(runs: dict[str, dict[int, str | Path]], preset_name: str, comma
             if "wall_time" not in per_seed[seed] and (folder / "metrics.jsonl").is_file():
                 per_seed[seed]["wall_time"] = wall_time(folder)      # an evaluation made before it was recorded
             seeds_seen.add(seed)
-        results["variants"][variant] = {"overrides": list(VARIANTS[variant]), "config": reference[2],
-                                        "per_seed": {str(s): r for s, r in per_seed.items()},
-                                        "summary": summarise(per_seed), "runs": {str(s): str(f) for s, f in
-                                                                                 folders.items()}}
+        results["variants"][variant] = _variant_entry(variant, reference[2], per_seed) | {
+            "runs": {str(s): str(f) for s, f in folders.items()}}
         results["steps"] = reference[2]["steps"]
     results["seeds"] = sorted(seeds_seen)
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps(results, indent=1))
+    _write(results, out)
     return results
 
 
