@@ -1,6 +1,6 @@
 PY ?= python
 
-.PHONY: install book test execute lint figure clean
+.PHONY: install book test sync execute lint figure clean
 
 install:
 	$(PY) -m pip install -r requirements.txt
@@ -11,11 +11,15 @@ book:
 test:
 	$(PY) -m pytest --nbval
 
-execute:  ## re-run every chapter in place, storing fresh outputs
-	cd book && jupyter execute --inplace *.ipynb
+sync:  ## text sources (book/NN_*.py) -> notebooks, keeping the outputs of unchanged cells
+	$(PY) tools/chapters.py sync
+
+execute:  ## sync, re-run every chapter (or CHAPTERS="06 07") and store fresh outputs, figures included
+	$(PY) tools/chapters.py execute $(CHAPTERS)
 
 lint:
-	ruff check stabook tests tools benchmarks
+	ruff check stabook tests tools benchmarks book
+	$(PY) tools/chapters.py check
 
 figure:
 	$(PY) tools/readme_figure.py
