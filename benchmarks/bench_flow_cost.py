@@ -30,8 +30,8 @@ import torch
 
 from stabook import data, flow
 from stabook.baselines import FrameVAE
+from stabook.config import apply_overrides, preset
 from stabook.model import STA
-from stabook.train import apply_overrides, preset
 
 
 def _time(model, frames, repeats):

@@ -12,7 +12,7 @@ import torch
 
 from stabook import data, get_device, metrics
 from stabook.baselines import build_model
-from stabook.train import preset
+from stabook.config import preset
 
 
 def timed(fn):

@@ -12,9 +12,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from stabook import data, get_device
+from stabook.config import apply_overrides, preset
 from stabook.model import STA
 from stabook.sparse import TemperatureSchedule
-from stabook.train import apply_overrides, preset
+from stabook.train import train_step
 
 
 def main():
@@ -39,11 +40,7 @@ def main():
 
     def step(i):
         frames = gen.sample(config.batch_size, generator=rng, device=device).frames
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss = model(frames, schedule(i)).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, frames, schedule(i), amp=amp, grad_clip=config.grad_clip)
 
     for i in range(3):
         step(i)

@@ -29,7 +29,7 @@ def _positive_ints(text: str, option: str) -> tuple[int, ...]:
 
 
 def _read_config(run_dir: Path):
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     path = run_dir / "config.json"
     if not path.exists():
@@ -74,7 +74,8 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from . import data, metrics
-    from .train import CHECKPOINT, TrainConfig, load_model, wall_time, write_atomic
+    from .config import TrainConfig
+    from .runs import CHECKPOINT, load_model, wall_time, write_atomic
 
     if args.n < 1:
         raise UsageError(f"--n: expected an integer >= 1, got {args.n}")
@@ -190,7 +191,7 @@ def _compare(args) -> int:
 
 
 def _export(args) -> int:
-    from .train import export_run
+    from .runs import export_run
 
     out = export_run(args.run_dir, args.out_dir, args.command_line)
     print(f"exported {args.run_dir} to {out}")

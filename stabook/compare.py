@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from .baselines import LABELS, VARIANTS
-from .train import CHECKPOINT, TrainConfig, apply_overrides, preset, train, wall_time, write_atomic
+from .config import TrainConfig, apply_overrides, preset
+from .runs import CHECKPOINT, wall_time, write_atomic
+from .train import train
 
 __all__ = ["run_comparison", "collect_runs", "summarise", "comparison_table", "parse_seeds", "flatten_metrics",
            "own_fields"]

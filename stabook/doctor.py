@@ -29,8 +29,12 @@ from pathlib import Path
 import torch
 
 from . import __version__, data, metrics
+from .baselines import build_model
+from .config import AMP_DEVICES, apply_overrides, preset
+from .runs import load_model
 from .runtime import get_device, seed_everything
-from .train import apply_overrides, preset, train
+from .sparse import TemperatureSchedule
+from .train import train, train_step
 
 __all__ = ["run_doctor", "summary_lines", "PLANS"]
 
@@ -81,25 +85,19 @@ def _sync(device):
 
 
 def _speed(config, device, iters: int, images: torch.Tensor) -> dict:
-    """Seconds per training iteration (data, forward, backward, Adam) and peak memory."""
-    from .baselines import build_model
-    from .sparse import TemperatureSchedule
-
+    """Seconds per training iteration (data, forward, backward, Adam: :func:`stabook.train.train_step`) and peak
+    memory."""
     seed_everything(0)
     gen = data.SequenceGenerator(images.to(device), config.transformations, T=config.T)
     model = build_model(config.model_kind, config.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = TemperatureSchedule(config.temperature_start, config.temperature_end, config.temperature_steps)
     rng = torch.Generator().manual_seed(0)
-    amp = config.amp and device.type in ("cuda", "cpu")
+    amp = config.amp and device.type in AMP_DEVICES
 
     def step(i):
         frames = gen.sample(config.batch_size, generator=rng, device=device).frames
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model(frames, schedule(i)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, frames, schedule(i), amp=config.amp, grad_clip=config.grad_clip)
 
     for i in range(2):
         step(i)
@@ -149,7 +147,6 @@ def _finite(x) -> bool:
 
 
 def _iwae(folder: Path, device, k: int, n_frames: int, n_sequences: int, images: torch.Tensor, config) -> dict:
-    from .train import load_model
 
     model, _ = load_model(folder / "bf16", device=device)
     gen = data.SequenceGenerator(images.to(device), config.transformations, T=config.T)

@@ -37,7 +37,7 @@ def test_seeds_are_parsed_with_clear_errors():
 
 def _fake_run(folder, seed, steps=10, seconds=(1.0, 2.0), **changes):
     """A finished run folder as training writes it: config.json, metrics.jsonl and eval.json."""
-    from stabook.train import preset
+    from stabook.config import preset
 
     config = preset("tiny").to_dict() | {"seed": seed, "run_dir": str(folder), "steps": steps, **changes}
     folder.mkdir(parents=True)
@@ -80,7 +80,7 @@ def test_existing_runs_are_collected_into_a_results_file(tmp_path):
 
 
 def test_wall_time_adds_the_segments_of_a_resumed_run(tmp_path):
-    from stabook.train import wall_time
+    from stabook.runs import wall_time
 
     run = _fake_run(tmp_path / "r", 0, seconds=(3.0, 7.0, 2.0, 5.0))     # resumed after the second entry
     assert wall_time(run) == {"seconds": 12.0, "segments": 2, "steps": 20}

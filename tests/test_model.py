@@ -140,7 +140,7 @@ def test_bad_inputs(frames):
 def test_bf16_autocast_on_the_cpu_keeps_the_flow_in_float32_and_stays_close():
     """Under torch.autocast(bf16) only the networks run in bf16: every term is float32, close to the float32
     forward pass, and a few training steps stay finite."""
-    from stabook.train import preset
+    from stabook.config import preset
 
     torch.manual_seed(0)
     model = STA(preset("tiny").model)

@@ -14,8 +14,7 @@ import pytest
 import torch
 from conftest import digit_sequences
 
-from stabook import data
-from stabook import train as training
+from stabook import data, runs
 from stabook.__main__ import main
 from stabook.model import STA, STAConfig
 
@@ -27,7 +26,7 @@ SETS = [x for s in SMALL for x in ("--set", s)]
 
 def _snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != training.LOCK}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != runs.LOCK}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +63,8 @@ def test_a_fresh_start_refuses_a_run_directory_unless_told_to_overwrite(run, cap
                    run)
     assert "--resume" in err and "--overwrite" in err
     assert main(["train", "--quiet", "--steps", "1", "--run-dir", str(run), "--overwrite", *SETS]) == 0
-    steps = [e["step"] for e in training.read_metrics(run)[0]]
-    assert steps == [1] and training.load_checkpoint(run / "checkpoint.pt")["step"] == 1
+    steps = [e["step"] for e in runs.read_metrics(run)[0]]
+    assert steps == [1] and runs.load_checkpoint(run / "checkpoint.pt")["step"] == 1
     _refused(["train", "--resume", str(run), "--overwrite"], capsys, "exclude each other", run)
 
 
@@ -78,7 +77,7 @@ def test_export_refuses_its_own_run_and_other_resumable_runs(run, tmp_path, caps
     out = tmp_path / "published"
     assert main(["export", str(run), str(out), "--command", "x"]) == 0
     assert main(["export", str(run), str(out), "--command", "y"]) == 0          # a weights-only copy is replaced
-    assert "optimizer" not in training.load_checkpoint(out / "checkpoint.pt")
+    assert "optimizer" not in runs.load_checkpoint(out / "checkpoint.pt")
     assert (out / "COMMAND").read_text() == "y\n" and (out / "history.jsonl").exists()
 
 
@@ -113,7 +112,7 @@ def test_bad_settings_are_refused_before_any_file_is_written(args, match, run, t
 def test_after_a_refused_resume_a_plain_resume_works(run, capsys):
     _refused(["train", "--resume", str(run), "--batch-size", "0"], capsys, "batch_size", run)
     assert main(["train", "--quiet", "--resume", str(run), "--steps", "3"]) == 0
-    assert training.load_checkpoint(run / "checkpoint.pt")["step"] == 3
+    assert runs.load_checkpoint(run / "checkpoint.pt")["step"] == 3
 
 
 # 4. stale temporary checkpoints are swept; 5. a torn metrics line is dropped and reported
@@ -125,7 +124,7 @@ def test_resume_sweeps_temporaries_and_repairs_a_torn_metrics_line(run, capsys):
     captured = capsys.readouterr()
     assert "torn last line" in captured.err and "checkpoint.pt.tmp4242" in captured.out
     assert not (run / "checkpoint.pt.tmp4242").exists()
-    assert [e["step"] for e in training.read_metrics(run)[0]] == [1, 2, 3]
+    assert [e["step"] for e in runs.read_metrics(run)[0]] == [1, 2, 3]
 
 
 def test_a_damaged_metrics_line_in_the_middle_names_the_file_and_line(run, capsys):
@@ -162,7 +161,7 @@ def test_asking_for_a_missing_gpu_is_one_line(run, capsys):
 
 
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(run, capsys, monkeypatch):
-    before = training.load_checkpoint(run / "checkpoint.pt")
+    before = runs.load_checkpoint(run / "checkpoint.pt")
 
     def full(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"partial")
@@ -172,7 +171,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(run, capsys, monkeypa
     err = _refused(["train", "--resume", str(run), "--steps", "3"], capsys, "could not write the checkpoint")
     assert "full or read-only" in err
     monkeypatch.undo()
-    after = training.load_checkpoint(run / "checkpoint.pt")
+    after = runs.load_checkpoint(run / "checkpoint.pt")
     assert after["step"] == before["step"] == 2 and not list(run.glob("*.tmp*"))
 
 
@@ -199,7 +198,7 @@ def test_eval_of_a_checkpoint_file_writes_beside_it(run, capsys):
 # 10. a resume applies an override and records it, or refuses it
 def test_resume_applies_and_records_a_new_learning_rate(run, capsys):
     assert main(["train", "--quiet", "--resume", str(run), "--steps", "3", "--set", "lr=0.5"]) == 0
-    state = training.load_checkpoint(run / "checkpoint.pt")
+    state = runs.load_checkpoint(run / "checkpoint.pt")
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [0.5]
     assert json.loads((run / "config.json").read_text())["lr"] == 0.5 and state["train_config"]["lr"] == 0.5
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
@@ -212,12 +211,12 @@ def test_resume_applies_and_records_a_new_learning_rate(run, capsys):
 
 # 11. two trainings in one folder: the second is refused
 def test_a_second_process_cannot_train_in_a_locked_run(run):
-    with training.run_lock(run):
+    with runs.run_lock(run):
         other = subprocess.run([sys.executable, "-m", "stabook", "train", "--quiet", "--resume", str(run),
                                 "--steps", "3"], capture_output=True, text=True, timeout=120,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert other.returncode == 2 and "another process" in other.stderr and str(os.getpid()) in other.stderr
-    assert training.load_checkpoint(run / "checkpoint.pt")["step"] == 2
+    assert runs.load_checkpoint(run / "checkpoint.pt")["step"] == 2
 
 
 # 12. the public API checks what it receives
@@ -262,13 +261,13 @@ def test_sigterm_saves_a_checkpoint_and_resuming_is_bit_identical(tmp_path):
     stopped = tmp_path / "stopped"
     proc = _cli("--steps", "100000", "--run-dir", str(stopped), *SETS, "--set", "ckpt_every=100000")
     deadline = time.time() + 120
-    while time.time() < deadline and len(training.read_metrics(stopped)[0]) < 5:
+    while time.time() < deadline and len(runs.read_metrics(stopped)[0]) < 5:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in out
-    step = training.load_checkpoint(stopped / "checkpoint.pt")["step"]
+    step = runs.load_checkpoint(stopped / "checkpoint.pt")["step"]
     assert 5 <= step < 100000
     final = step + 3
     resumed = _cli("--resume", str(stopped), "--steps", str(final))
@@ -276,11 +275,11 @@ def test_sigterm_saves_a_checkpoint_and_resuming_is_bit_identical(tmp_path):
     straight = tmp_path / "straight"
     reference = _cli("--steps", str(final), "--run-dir", str(straight), *SETS, "--set", "ckpt_every=100000")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
-    a, b = training.load_checkpoint(stopped / "checkpoint.pt"), training.load_checkpoint(straight / "checkpoint.pt")
+    a, b = runs.load_checkpoint(stopped / "checkpoint.pt"), runs.load_checkpoint(straight / "checkpoint.pt")
     assert a["step"] == b["step"] == final
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    losses = lambda run: [e["loss"] for e in training.read_metrics(run)[0]]  # noqa: E731
+    losses = lambda run: [e["loss"] for e in runs.read_metrics(run)[0]]  # noqa: E731
     assert losses(stopped) == losses(straight)
 
 

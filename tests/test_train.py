@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from stabook import runs
 from stabook import train as training
 
 SMALL = ["latent_dim=4", "n_potential=2", "n_rotational=1", "field_hidden=8", "net_width=8", "net_hidden=32",
@@ -19,7 +20,7 @@ def _config(run_dir, *extra):
 
 
 def _params(run_dir):
-    return training.load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
+    return runs.load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
 
 
 def test_presets_and_overrides():
@@ -44,7 +45,7 @@ def test_resume_is_exact(tmp_path):
     training.train(full, progress=False)
     part = _config(tmp_path / "part", "steps=6", "ckpt_every=3")
     training.train(part, progress=False, max_steps=3)
-    assert training.load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == 3
+    assert runs.load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == 3
     training.train(part, resume=True, progress=False)
     a, b = _params(tmp_path / "full"), _params(tmp_path / "part")
     for key in a:
@@ -57,7 +58,7 @@ def test_resume_is_exact(tmp_path):
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    training.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    runs.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
 
     def interrupted(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"half a checkpoint")
@@ -65,9 +66,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        training.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+        runs.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
-    state = training.load_checkpoint(path)
+    state = runs.load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
@@ -139,5 +140,5 @@ def test_cosine_learning_rate_schedule_and_exact_resume(tmp_path):
     training.train(part, resume=True, progress=False)
     a, b = _params(tmp_path / "full"), _params(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    state = training.load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    state = runs.load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(config.learning_rate(5))

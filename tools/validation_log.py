@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 from stabook.compare import own_fields
-from stabook.train import TrainConfig, preset, wall_time
+from stabook.config import TrainConfig, preset
+from stabook.runs import wall_time
 
 
 def summarise(run: Path) -> dict:

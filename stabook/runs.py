@@ -1,0 +1,250 @@
+"""Chapter 6's run folders and checkpoints: what a training run leaves on disk, and how it is kept whole.
+
+A run directory holds ``checkpoint.pt`` (model, optimiser and random states; written atomically: a temporary file,
+then a rename), ``config.json`` (the settings the run uses now), ``metrics.jsonl`` (one line per logged step),
+``history.jsonl`` (one line per start or resume) and, at the end, ``eval.json``. The training loop is
+:mod:`stabook.train`; its settings are :mod:`stabook.config`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .baselines import build_model
+from .config import FROZEN_ON_RESUME, TrainConfig
+from .model import STA, STAConfig
+from .runtime import get_device
+
+__all__ = ["CHECKPOINT", "HISTORY", "METRICS", "LOCK", "RUN_FILES", "RunError", "save_checkpoint",
+           "load_checkpoint", "require_keys", "load_model", "export_run", "write_atomic", "holds_run", "run_lock",
+           "sweep_temporaries", "read_metrics", "wall_time", "resume_changes"]
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.jsonl"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+#: the files that make a folder a run directory (a fresh start refuses to touch them without overwrite=True)
+RUN_FILES = (CHECKPOINT, "config.json", METRICS, "eval.json", HISTORY)
+
+
+class RunError(ValueError):
+    """A command that would lose or mix up a run (a refused start, resume or export); nothing was changed."""
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` atomically: a temporary file in the same folder, then ``os.replace``. An interruption
+    leaves either the old checkpoint or the new one, never half of one. A failed write (no space left, no
+    permission) raises an ``OSError`` that names the file and leaves the old checkpoint in place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as err:          # torch reports a full disk as a RuntimeError of its zip writer
+        free = _free_megabytes(path.parent)
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        raise OSError(f"could not write the checkpoint {path}: {reason} ({free} free on that disk; is it full "
+                      f"or read-only?)") from err
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _free_megabytes(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MB"
+    except OSError:
+        return "unknown space"
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only). A missing file raises
+    ``FileNotFoundError``, an unreadable one (truncated, corrupt, not a checkpoint) a ``ValueError``; both name
+    the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a checkpoint file (did you mean {path / CHECKPOINT}?)")
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason[:200]}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a stabook checkpoint: it holds a {type(state).__name__}, not a dict")
+    return state
+
+
+def require_keys(state: dict, path, keys=("model", "model_config", "train_config", "step")) -> dict:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a stabook checkpoint: it lacks {', '.join(missing)}")
+    return state
+
+
+def load_model(run_dir, device="cpu") -> tuple[STA, dict]:
+    """The trained model of a run directory (or a checkpoint file): an :class:`STA`, or a
+    :class:`stabook.baselines.FrameVAE` for ``model_kind="vae"``; and the checkpoint's contents."""
+    path = Path(run_dir)
+    device = get_device(str(device)) if device is not None else torch.device("cpu")
+    file = path / CHECKPOINT if path.is_dir() else path
+    state = require_keys(load_checkpoint(file, map_location=device), file, ("model", "model_config"))
+    kind = state.get("train_config", {}).get("model_kind", "sta")
+    model = build_model(kind, STAConfig.from_dict(state["model_config"])).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+def export_run(run_dir, out_dir, command: str) -> Path:
+    """Copy a finished run into ``out_dir`` for publishing: a weights-only checkpoint (no optimiser or random
+    states, so a fraction of the size) with the command that made it, plus ``metrics.jsonl``, ``eval.json``,
+    ``config.json`` and ``history.jsonl``. Refuses to write into the run itself or over another resumable run."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError("command must name the command that made the run, got an empty string")
+    if out_dir.resolve() == run_dir.resolve():
+        raise RunError(f"export would replace the run's own checkpoint in {run_dir} by a weights-only copy (which "
+                       f"cannot be resumed); choose another output folder")
+    state = require_keys(load_checkpoint(run_dir / CHECKPOINT), run_dir / CHECKPOINT)
+    if (out_dir / CHECKPOINT).exists():
+        existing = load_checkpoint(out_dir / CHECKPOINT)
+        if "optimizer" in existing:
+            raise RunError(f"{out_dir} holds a resumable run (a checkpoint with optimiser state); export refuses "
+                           f"to replace it; choose another output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slim = {key: state[key] for key in ("format", "version", "step", "model", "model_config", "train_config")
+            if key in state}
+    slim["command"] = command
+    save_checkpoint(out_dir / CHECKPOINT, slim)
+    for name in ("metrics.jsonl", "eval.json", "config.json", HISTORY):
+        if (run_dir / name).exists():
+            write_atomic(out_dir / name, (run_dir / name).read_text())
+    write_atomic(out_dir / "COMMAND", command + "\n")
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------------- run directories
+
+def write_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def holds_run(run_dir) -> bool:
+    """Whether ``run_dir`` holds (part of) a run: a checkpoint, configuration, metrics, evaluation or history."""
+    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold an exclusive lock on ``run_dir`` (``fcntl.flock`` on ``run_dir/.lock``) for the block; a second
+    process (or a second training in this one) gets a :class:`RunError` naming the holder's pid."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:              # no flock (Windows): no lock
+        yield
+        return
+    fh = open(run_dir / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunError(f"another process (pid {holder}) is training in {run_dir}; wait for it to finish or "
+                           f"stop it (a stopped run saves a checkpoint and can be resumed)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()                   # closing the file releases the lock
+
+
+def sweep_temporaries(run_dir: Path) -> list[str]:
+    """Remove temporary files (``checkpoint.pt.tmp<pid>`` ...) left by a process killed while writing."""
+    swept = []
+    for tmp in run_dir.glob("*.tmp*"):
+        if tmp.is_file() and tmp.name.split(".tmp")[0] in (*RUN_FILES, "COMMAND"):
+            tmp.unlink()
+            swept.append(tmp.name)
+    return swept
+
+
+def read_metrics(run_dir, repair: bool = False) -> tuple[list[dict], bool]:
+    """The entries of ``run_dir/metrics.jsonl`` and whether its last line was torn (a kill during a write:
+    that line is dropped, and with ``repair=True`` removed from the file). A damaged line elsewhere is an
+    error that names the file and the line."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return [], False
+    lines = path.read_text().splitlines()
+    entries, torn = [], False
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or "step" not in entry:
+                raise ValueError("no step")
+            entries.append(entry)
+        except ValueError:
+            if number == len(lines):
+                torn = True
+            else:
+                raise ValueError(f"{path}, line {number}: not a metrics entry; the file is damaged (fix or remove "
+                                 f"that line)") from None
+    if torn and repair:
+        write_atomic(path, "".join(json.dumps(e) + "\n" for e in entries))
+    return entries, torn
+
+
+def wall_time(run_dir) -> dict:
+    """How long a run trained, read from its ``metrics.jsonl``: each logged entry carries ``seconds``, the
+    wall time since that start or resume, so a drop in ``seconds`` marks a resume. Returns ``seconds`` (the
+    sum over segments, up to each segment's last logged step), ``segments`` and ``steps`` (the last logged
+    step). Startup and the final evaluation are not included."""
+    entries, _ = read_metrics(run_dir)
+    timed = [e for e in entries if isinstance(e.get("seconds"), (int, float))]
+    if not timed:
+        raise ValueError(f"{Path(run_dir) / METRICS}: no logged step with a 'seconds' entry to time the run by")
+    total, segments, last = 0.0, 1, timed[0]["seconds"]
+    for entry in timed[1:]:
+        if entry["seconds"] < last:           # a resume started the clock again
+            total, segments = total + last, segments + 1
+        last = entry["seconds"]
+    return {"seconds": total + last, "segments": segments, "steps": timed[-1]["step"]}
+
+
+def resume_changes(saved: TrainConfig, config: TrainConfig) -> dict:
+    """The settings a resume changes, ``{name: [old, new]}``; refuses those that define the run."""
+    if saved.model.to_dict() != config.model.to_dict() or saved.model_kind != config.model_kind:
+        raise RunError(f"the checkpoint in {config.run_dir} was made with another model configuration: "
+                       f"{saved.model_kind} {saved.model.to_dict()} != {config.model_kind} {config.model.to_dict()}")
+    old, new = saved.to_dict(), config.to_dict()
+    for name in FROZEN_ON_RESUME:
+        if old[name] != new[name]:
+            raise RunError(f"cannot resume {config.run_dir} with {name}={new[name]!r}: the run was made with "
+                           f"{name}={old[name]!r}, and changing it would make another run; start a new one "
+                           f"in another folder")
+    return {k: [old[k], new[k]] for k in new if k not in ("model", "run_dir") and old.get(k) != new[k]}
