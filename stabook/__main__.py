@@ -79,6 +79,8 @@ def _eval(args) -> int:
 
     if args.n < 1:
         raise UsageError(f"--n: expected an integer >= 1, got {args.n}")
+    if args.floor_steps < 0:
+        raise UsageError(f"--floor-steps: expected an integer >= 0, got {args.floor_steps}")
     if args.recognition_steps < 1:
         raise UsageError(f"--recognition-steps: expected an integer >= 1, got {args.recognition_steps}")
     ks = _positive_ints(args.k, "--k") if args.k is not None else None
@@ -102,7 +104,7 @@ def _eval(args) -> int:
     target, fit = ("test", "val") if args.split == "test" else ("val", "train")
     result = metrics.evaluate(model, images[splits[target]], config.transformations, n=args.n, T=config.T,
                               seed=config.seed + 1000, val_images=images[splits[fit]],
-                              ks=ks if ks is not None else config.eval_k)
+                              ks=ks if ks is not None else config.eval_k, floor_steps=args.floor_steps)
     result["split"] = target
     try:
         result["wall_time"] = wall_time(folder)
@@ -123,9 +125,9 @@ def _recognition(model, images, labels, splits, target, config, n, steps) -> dic
     training digits (seed 0) reads predicted and true frames of the evaluation sequences."""
     import torch
 
-    from . import classifier, data, metrics
+    from . import classifier, data
 
-    if not metrics.is_sta(model):                             # a VAE has no fields to roll out
+    if model.kind != "sta":                                   # a VAE has no fields to roll out
         return {}
     clf = classifier.train_digit_classifier(images[splits["train"]], labels[splits["train"]],
                                             config.transformations, T=config.T, steps=steps)
@@ -134,7 +136,7 @@ def _recognition(model, images, labels, splits, target, config, n, steps) -> dic
     out = {}
     for k, name in enumerate(gen.transformations):           # the sequences metrics.evaluate scores
         batch = gen.sample(n, generator=torch.Generator().manual_seed(config.seed + 1000 + k), only=name)
-        x_hat, _, _ = metrics.rollout(model, batch.frames.to(device))
+        x_hat = model.rollout(batch.frames.to(device)).frames
         out[name] = classifier.recognition(clf, x_hat.cpu(), batch.frames, labels[splits[target]][batch.index])
     return out
 
@@ -144,18 +146,24 @@ def _eval_summary(result: dict) -> list[str]:
 
     lines = []
     for name, v in result["equivariance"].items():
-        line = (f"{name:>8s}: error / identity {v['mae'] / v['identity_x0_mae']:.3f} (x_t = x_0), "
-                f"{v['mae'] / v['identity_mae']:.3f} (decoded z_0); error / own floor {v['mae'] / v['floor_mae']:.2f}")
-        if name in result.get("recognition", {}):
-            line += f"; digit recognised {result['recognition'][name]['ratio']:.2f} as often as in the truth"
+        line = (f"{name:>8s}: error over x_0 {v['mae'] / v['identity_x0_mae']:.3f}, error over decoded z_0 "
+                f"{v['mae'] / v['identity_mae']:.3f}; error over the x_0 floor {v['mae'] / v['floor_mae']:.2f}")
+        if "per_frame_floor_mae" in v:
+            line += f", over the per-frame floor {v['mae'] / v['per_frame_floor_mae']:.2f}"
         lines.append(line)
+        if name in result.get("recognition", {}):
+            r = result["recognition"][name]
+            lines.append(f"{'':>10s}digit recognised {r['ratio']:.2f} as often as in the true frames (recognition "
+                         f"floor, the reconstruction of x_0: {r['floor_ratio']:.2f})")
     d = result.get("disentanglement")
     if d:
         fields = list(d["matching"].values())
         own = "each transformation's largest share on its own field" if own_fields(d) else \
             "two transformations share their largest field"
-        lines.append(f"matched share {d['matched_share']:.3f}, dominance score {d['score']:.3f}, matched fields "
-                     f"{fields}: {own}")
+        moved = (f", matched displacement share {d['matched_displacement_share']:.3f}"
+                 if "matched_displacement_share" in d else "")
+        lines.append(f"matched share {d['matched_share']:.3f}{moved}, dominance score {d['score']:.3f}, matched "
+                     f"fields {fields}: {own}")
     for kind in ("frame", "sequence"):
         for k, v in result.get("likelihood", {}).get(kind, {}).items():
             lines.append(f"{kind} IWAE k={k}: {v['nats']:.1f} nats")
@@ -238,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluate a run: equivariance errors, disentanglement, IWAE bounds, as JSON")
     ev.add_argument("run_dir", help="a run directory or a checkpoint file")
     ev.add_argument("--n", type=int, default=128, help="test sequences per transformation")
+    ev.add_argument("--floor-steps", dest="floor_steps", type=int, default=300,
+                    help="gradient steps of the per-frame floor, the decoder's best drawing of each true frame "
+                         "(default 300; 0: skip it)")
     ev.add_argument("--k", help="IWAE sample counts, comma separated (default: the run's eval_k, e.g. 1,100)")
     ev.add_argument("--device")
     ev.add_argument("--recognition", action="store_true",

@@ -16,12 +16,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from ._checks import check_images, check_tensor
-from .model import STA, STAConfig
+from .model import STA, Rollout, STAConfig, bernoulli_log_likelihood
 from .nets import Encoder, make_decoder
 
 __all__ = ["FrameVAE", "VAEOutput", "VARIANTS", "LABELS", "MODEL_KINDS", "build_model", "fit_directions"]
@@ -67,6 +66,8 @@ class FrameVAE(nn.Module):
     the configuration are ignored): ``z ~ N(0, I)``, ``x | z ~ Bernoulli(Dec(z))``, ``q(z | x) = N(mu(x), sigma^2(x))``.
     """
 
+    kind = "vae"
+
     def __init__(self, config: STAConfig | None = None):
         super().__init__()
         self.config = c = config or STAConfig()
@@ -81,6 +82,31 @@ class FrameVAE(nn.Module):
         """Decoder means ``[N, C, H, W]`` for latents ``[N, D]``."""
         z = check_tensor(z, "z", ndim=2, last=self.config.latent_dim)
         return torch.sigmoid(self.decoder(z))
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x | z)`` in nats for latents ``[..., D]`` and images ``x`` that broadcast against
+        ``[..., C, H, W]``: a Bernoulli per pixel, as in STA."""
+        c = self.config
+        logits = self.decoder(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], c.channels, c.image_size,
+                                                                   c.image_size)
+        return bernoulli_log_likelihood(logits, x)
+
+    @torch.no_grad()
+    def rollout(self, frames: torch.Tensor, direction: torch.Tensor) -> Rollout:
+        """The VAE's prediction along one latent ``direction`` ``[D]`` (:func:`fit_directions`): speeds read
+        from consecutive frames, ``a_t = (mu(x_t) - mu(x_{t-1})) . d``, and ``z_t = z_{t-1} + a_t d`` from
+        ``z_0 = mu(x_0)``. Speeds and displacements are ``[B, T, 1]``."""
+        frames = check_tensor(frames, "frames", ndim=5)
+        direction = check_tensor(direction, "direction", ndim=1, last=self.config.latent_dim)
+        B, T1 = frames.shape[:2]
+        mu, _ = self.encode(frames.flatten(0, 1))
+        mu = mu.reshape(B, T1, -1)
+        d = direction.to(mu) / direction.norm()
+        a = (mu[:, 1:] - mu[:, :-1]) @ d                                                # [B, T]
+        z = mu[:, :1] + torch.cat([a.new_zeros(B, 1), a.cumsum(1)], 1)[..., None] * d
+        x_hat = self.decode(z.flatten(0, 1)).reshape(frames.shape)
+        x_z0 = self.decode(mu[:, 0])[:, None].expand_as(frames)
+        return Rollout(x_hat, a[..., None], x_z0, z, a.abs()[..., None])
 
     def forward(self, frames: torch.Tensor, temperature: float = 1.0, noise_batch: int | None = None,
                 noise_offset: int = 0) -> VAEOutput:
@@ -102,7 +128,7 @@ class FrameVAE(nn.Module):
             eps = torch.randn(noise_batch, *shape, device=mu.device, dtype=mu.dtype)[noise_offset:noise_offset + B]
         z = mu + q.stddev * eps.flatten(0, 1)
         logits = self.decoder(z).to(frames.dtype)
-        recon = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3)).reshape(B, T1)
+        recon = bernoulli_log_likelihood(logits, x).reshape(B, T1)
         kl = kl_divergence(q, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1).reshape(B, T1)
         objective = (recon - kl).sum(1)
         return VAEOutput(recon, kl, objective, objective, torch.sigmoid(logits).reshape(frames.shape))

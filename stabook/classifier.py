@@ -80,7 +80,8 @@ def recognition(classifier: DigitClassifier, predicted: torch.Tensor, frames: to
                 labels: torch.Tensor) -> dict[str, float]:
     """How recognisable predicted frames are: ``predicted`` and the true ``frames``, both ``[B, T + 1, C, H, W]``,
     of sequences whose digits are ``labels`` ``[B]``; steps 1..T are scored. Returns the accuracy on the
-    predictions, on the truth, and their ratio."""
+    predictions, on the truth, and their ratio; and the same for step 0, the reconstruction of ``x_0`` against
+    ``x_0`` itself (``floor_*``): the recognition the autoencoder alone keeps, before any flow."""
     if predicted.shape != frames.shape:
         raise ValueError(f"predicted and frames must have the same shape, got {tuple(predicted.shape)} and "
                          f"{tuple(frames.shape)}")
@@ -88,4 +89,8 @@ def recognition(classifier: DigitClassifier, predicted: torch.Tensor, frames: to
     y = labels.repeat_interleave(T1 - 1)
     on_predicted = accuracy(classifier, predicted[:, 1:].flatten(0, 1).clamp(0, 1), y)
     on_true = accuracy(classifier, frames[:, 1:].flatten(0, 1), y)
-    return {"predicted": on_predicted, "true": on_true, "ratio": on_predicted / max(on_true, 1e-12)}
+    floor_predicted = accuracy(classifier, predicted[:, 0].clamp(0, 1), labels)
+    floor_true = accuracy(classifier, frames[:, 0], labels)
+    return {"predicted": on_predicted, "true": on_true, "ratio": on_predicted / max(on_true, 1e-12),
+            "floor_predicted": floor_predicted, "floor_true": floor_true,
+            "floor_ratio": floor_predicted / max(floor_true, 1e-12)}

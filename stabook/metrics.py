@@ -22,23 +22,16 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
-from torch.distributions import Bernoulli, Normal
+from torch.distributions import Normal
 
-from . import flow as flowlib
 from ._checks import check_images, check_tensor
 from .baselines import fit_directions
 from .data import SequenceGenerator
 
-__all__ = ["best_decoding", "iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim", "rollout",
-           "direction_rollout", "equivariance_error", "stepwise_error", "disentanglement", "typical_speeds",
-           "composition", "extrapolation", "likelihoods", "evaluate", "is_sta", "difference_verdict"]
-
-
-def is_sta(model) -> bool:
-    """Whether ``model`` has transformation fields (an STA) rather than being a plain VAE."""
-    return hasattr(model, "infer_speeds")
+__all__ = ["best_decoding", "iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim",
+           "equivariance_error", "stepwise_error", "disentanglement", "typical_speeds", "composition",
+           "extrapolation", "likelihoods", "evaluate", "difference_verdict"]
 
 
 def _check_k(k, chunk):
@@ -69,12 +62,6 @@ def iwae(log_weights: Callable[[int], torch.Tensor], k: int, chunk: int = 100) -
     return torch.logsumexp(torch.cat(parts, 1), 1) - math.log(k)
 
 
-def _bernoulli_log_lik(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``log p(x | z)`` summed over the last three axes ``[C, H, W]``; ``x`` broadcasts against ``logits``."""
-    target = x.expand_as(logits)
-    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(-3).sum(-1)
-
-
 @torch.no_grad()
 def frame_log_likelihood(model, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> torch.Tensor:
     """IWAE bound on ``log p(x)``, ``[N]`` nats, of frames ``x`` ``[N, C, H, W]``, with ``k`` samples of ``q(z | x)``.
@@ -92,8 +79,7 @@ def frame_log_likelihood(model, x: torch.Tensor, k: int = 1, chunk: int | None =
     def log_weights(n):
         z = q.loc + q.scale * torch.randn(N, n, q.loc.shape[-1], device=x.device, dtype=q.loc.dtype)   # [N, n, D]
         log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
-        logits = model.decoder(z.flatten(0, 1)).reshape(N, n, *x.shape[1:])
-        return _bernoulli_log_lik(logits, x[:, None]) + log_prior - q.log_prob(z).sum(-1)
+        return model.log_likelihood(z, x[:, None]) + log_prior - q.log_prob(z).sum(-1)
 
     return iwae(log_weights, k, chunk)
 
@@ -112,37 +98,10 @@ def sequence_log_likelihood(model, frames: torch.Tensor, k: int = 1, chunk: int 
     B, T1 = frames.shape[:2]
     chunk = chunk or max(1, 4096 // (B * T1))
     _check_k(k, chunk)
-    if not is_sta(model):
+    if model.kind == "vae":
         per_frame = frame_log_likelihood(model, frames.flatten(0, 1), k, chunk)
         return per_frame.reshape(B, T1).sum(1)
-    c = model.config
-    mu, log_var = model.encode(frames[:, 0])
-    q0 = Normal(mu[:, None], (0.5 * log_var).exp()[:, None])                       # [B, 1, D]
-    post = model.posterior(frames)                                                   # [B, T, M]
-    dense = c.speeds == "dense"
-    q_slab = Normal(post.mu[:, None], post.log_sigma.exp()[:, None])                # log-slab (or speed) [B, 1, T, M]
-    q_spike = Bernoulli(probs=post.rho[:, None])
-
-    def log_weights(n):
-        z0 = q0.loc + q0.scale * torch.randn(B, n, q0.loc.shape[-1], device=mu.device, dtype=mu.dtype)  # [B, n, D]
-        log_w = Normal(0.0, 1.0).log_prob(z0).sum(-1) - q0.log_prob(z0).sum(-1)
-        a = q_slab.loc + q_slab.scale * torch.randn(B, n, *post.mu.shape[1:], device=mu.device, dtype=mu.dtype)
-        if dense:
-            g = a
-            log_w = log_w + (Normal(0.0, c.dense_sigma).log_prob(g) - q_slab.log_prob(g)).sum((2, 3))
-        else:
-            y = (torch.rand_like(a) < q_spike.probs).to(a)                          # [B, n, T, M]
-            s = a.exp()
-            # log q(s) = log q(log s) - log s, and likewise for the prior: the Jacobians cancel in the ratio
-            log_q = q_spike.log_prob(y).sum((2, 3)) + q_slab.log_prob(a).sum((2, 3))
-            log_p = model.prior.log_prob(y.flatten(0, 1), s.flatten(0, 1)).reshape(B, n) + a.sum((2, 3))
-            log_w = log_w + log_p - log_q
-            g = y * s
-        z = flowlib.flow(model.fields, z0.flatten(0, 1), g.flatten(0, 1), c.h, c.n_sub, logdet=None).z
-        logits = model.decoder(z.flatten(0, 1)).reshape(B, n, T1, *frames.shape[2:])
-        return log_w + _bernoulli_log_lik(logits, frames[:, None]).sum(-1)
-
-    return iwae(log_weights, k, chunk)
+    return iwae(lambda n: model.sequence_log_weights(frames, n), k, chunk)
 
 
 def bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
@@ -153,53 +112,6 @@ def bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
 
 
 # ----------------------------------------------------------------------------------------------- equivariance
-
-
-@torch.no_grad()
-def rollout(model, frames: torch.Tensor, speeds: torch.Tensor | None = None, period: int | None = None):
-    """Predict frames ``[B, T + 1, C, H, W]`` from ``x_0`` alone plus speeds ``[B, T, M]`` (default: the hard
-    speeds inferred from consecutive frames): flow the encoder mean and decode. Returns ``(x_hat, speeds, x_id)``,
-    ``x_id`` being the identity baseline (``z_0`` decoded at every step).
-
-    Transition ``t`` uses field time ``t``; with ``period`` the field time restarts every ``period`` transitions
-    (``1, ..., period, 1, ...``), so that a flow longer than training never asks a time-dependent field about a
-    time it was not trained at."""
-    frames = check_tensor(frames, "frames", ndim=5)
-    B, T1 = frames.shape[:2]
-    mu, _ = model.encode(frames[:, 0])
-    if speeds is None:
-        speeds = model.infer_speeds(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)).reshape(B, T1 - 1, -1)
-    speeds = check_tensor(speeds, "speeds", ndim=3, last=model.M)
-    c = model.config
-    if period is not None and (not isinstance(period, int) or period < 1):
-        raise ValueError(f"period must be a positive int or None, got {period!r}")
-    chunk = period or speeds.shape[1]
-    path = [mu[:, None]]
-    for start in range(0, speeds.shape[1], chunk):                                  # one pass without a period
-        part = flowlib.flow(model.fields, path[-1][:, -1], speeds[:, start:start + chunk].to(mu), c.h, c.n_sub,
-                            logdet=None).z
-        path.append(part[:, 1:])
-    z = torch.cat(path, 1)                                                           # [B, T + 1, D]
-    x_hat = model.decode(z.flatten(0, 1)).reshape(frames.shape)
-    x_id = model.decode(mu)[:, None].expand_as(frames)
-    return x_hat, speeds, x_id
-
-
-@torch.no_grad()
-def direction_rollout(model, frames: torch.Tensor, direction: torch.Tensor):
-    """The VAE's prediction along one latent ``direction`` ``[D]``: speeds read from consecutive frames,
-    ``a_t = (mu(x_t) - mu(x_{t-1})) . d``, and ``z_t = z_{t-1} + a_t d`` from ``z_0 = mu(x_0)``. Returns
-    ``(x_hat, speeds [B, T, 1], x_id)`` like :func:`rollout`."""
-    frames = check_tensor(frames, "frames", ndim=5)
-    B, T1 = frames.shape[:2]
-    mu, _ = model.encode(frames.flatten(0, 1))
-    mu = mu.reshape(B, T1, -1)
-    d = direction.to(mu) / direction.norm()
-    a = (mu[:, 1:] - mu[:, :-1]) @ d                                                # [B, T]
-    z = mu[:, :1] + torch.cat([a.new_zeros(B, 1), a.cumsum(1)], 1)[..., None] * d
-    x_hat = model.decode(z.flatten(0, 1)).reshape(frames.shape)
-    x_id = model.decode(mu[:, 0])[:, None].expand_as(frames)
-    return x_hat, a[..., None], x_id
 
 
 def stepwise_error(x_hat: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -219,13 +131,13 @@ def equivariance_error(model, frames: torch.Tensor, direction: torch.Tensor | No
     ``released_form``: pixel-summed L1 summed over steps, averaged over
     sequences (the authors' released code's form). A VAE needs its ``direction`` for this transformation.
     """
-    if is_sta(model):
-        x_hat, _, x_id = rollout(model, frames)
+    if model.kind == "sta":
+        result = model.rollout(frames)
     elif direction is None:
         raise ValueError("a model without fields (a FrameVAE) needs direction=, from baselines.fit_directions")
     else:
-        x_hat, _, x_id = direction_rollout(model, frames, direction)
-    return _errors(x_hat, x_id, frames)
+        result = model.rollout(frames, direction)
+    return _errors(result.frames, result.z0_frames, frames)
 
 
 def _errors(x_hat, x_id, frames) -> dict[str, float]:
@@ -318,8 +230,7 @@ def _shares(speeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def typical_speeds(model, generator: SequenceGenerator, name: str, n: int = 64, seed: int = 0, device=None):
     """The mean inferred speed vector ``[M]`` of steps in which ``name`` alone acts at unit data speed."""
     frames = _unit_sequences(generator, (name,), n, seed, device)
-    _, speeds, _ = rollout(model, frames)
-    return speeds.mean((0, 1))
+    return model.rollout(frames).speeds.mean((0, 1))
 
 
 def _unit_sequences(generator: SequenceGenerator, names, n, seed, device, T=None):
@@ -352,13 +263,13 @@ def composition(model, generator: SequenceGenerator, pair=("rotate", "hue"), n: 
     B, T1 = frames.shape[:2]
     typical = [typical_speeds(model, generator, name, n, seed + 1 + i, device) for i, name in enumerate(pair)]
     summed = (typical[0] + typical[1]).expand(B, T1 - 1, -1)
-    inferred, inferred_speeds, identity = rollout(model, frames)
-    preds = {"summed": rollout(model, frames, summed)[0], "inferred": inferred,
-             "single": rollout(model, frames, typical[0].expand(B, T1 - 1, -1))[0], "identity": identity}
+    inferred = model.rollout(frames)
+    preds = {"summed": model.rollout(frames, summed).frames, "inferred": inferred.frames,
+             "single": model.rollout(frames, typical[0].expand(B, T1 - 1, -1)).frames, "identity": inferred.z0_frames}
     curves = {key: stepwise_error(value, frames) for key, value in preds.items()}
     return {"pair": list(pair), "mae": {key: curve[1:].mean().item() for key, curve in curves.items()},
             "curves": {key: curve.tolist() for key, curve in curves.items()},
-            "typical_speeds": [t.tolist() for t in typical], "inferred_speeds": inferred_speeds.mean((0, 1)).tolist(),
+            "typical_speeds": [t.tolist() for t in typical], "inferred_speeds": inferred.speeds.mean((0, 1)).tolist(),
             "frames": frames, "predictions": preds}
 
 
@@ -371,8 +282,8 @@ def extrapolation(model, generator: SequenceGenerator, name: str, T: int = 16, n
     device = next(model.parameters()).device
     frames = generator.sample(n, generator=torch.Generator().manual_seed(seed), only=name, T=T,
                               device=device).frames
-    x_hat, _, x_id = rollout(model, frames, period=period)
-    model_curve, identity_curve = stepwise_error(x_hat, frames), stepwise_error(x_id, frames)
+    result = model.rollout(frames, period=period)
+    model_curve, identity_curve = stepwise_error(result.frames, frames), stepwise_error(result.z0_frames, frames)
     return {"name": name, "T": T, "model": model_curve.tolist(), "identity": identity_curve.tolist(),
             "ratio": (model_curve[1:] / identity_curve[1:].clamp_min(1e-12)).tolist()}
 
@@ -403,35 +314,53 @@ def likelihoods(model, images: torch.Tensor, generator: SequenceGenerator, ks=(1
 
 
 def evaluate(model, images: torch.Tensor, transformations=("rotate", "scale", "hue"), n: int = 128, T: int = 8,
-             seed: int = 0, device=None, val_images: torch.Tensor | None = None, ks=()) -> dict:
+             seed: int = 0, device=None, val_images: torch.Tensor | None = None, ks=(), floor_steps: int = 0) -> dict:
     """Everything of chapter 7 on test ``images``: equivariance errors per transformation, the disentanglement
-    matrix and scores (STA only), and IWAE bounds for ``k`` in ``ks`` (e.g. ``(1, 100)``; empty: none).
-    A :class:`FrameVAE` needs ``val_images`` to choose its directions."""
+    matrix and scores of speed and of displacement (STA only), and IWAE bounds for ``k`` in ``ks`` (e.g.
+    ``(1, 100)``; empty: none). A :class:`FrameVAE` needs ``val_images`` to choose its directions.
+
+    With ``floor_steps`` > 0 every transformation also gets the per-frame floor (:func:`best_decoding` with that
+    many steps, from the rollout's latents): ``per_frame_floor_mae`` over steps 1..T and ``x0_best_mae`` at
+    step 0."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1 (sequences per transformation), got {n!r}")
+    if isinstance(floor_steps, bool) or not isinstance(floor_steps, int) or floor_steps < 0:
+        raise ValueError(f"floor_steps must be an integer >= 0, got {floor_steps!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     gen = SequenceGenerator(images.to(device), transformations=tuple(transformations), T=T)
     was_training = model.training
     model.eval()
     directions = None
-    if not is_sta(model):
+    if model.kind == "vae":
         if val_images is None:
             raise ValueError("evaluating a model without fields (a FrameVAE) needs val_images to choose directions")
         val = SequenceGenerator(val_images.to(device), transformations=tuple(transformations), T=T)
         directions = _fit_directions(model, val, n, seed + 500, device)
-    result = {"model": "sta" if is_sta(model) else "vae", "equivariance": {}}
-    shares, dominant = [], []
+    result = {"model": model.kind, "equivariance": {}}
+    shares, dominant, moved = [], [], []
     for k, name in enumerate(gen.transformations):
         batch = gen.sample(n, generator=torch.Generator().manual_seed(seed + k), only=name, device=device)
-        if directions is None:                       # one rollout serves the errors and the speed shares
-            x_hat, speeds, x_id = rollout(model, batch.frames)
-            result["equivariance"][name] = _errors(x_hat, x_id, batch.frames)
-            share, dom = _shares(speeds)
+        roll = model.rollout(batch.frames) if directions is None else model.rollout(batch.frames, directions[name])
+        errors = _errors(roll.frames, roll.z0_frames, batch.frames)
+        if floor_steps:
+            _, best = best_decoding(model, batch.frames, roll.z, steps=floor_steps)          # [B, T + 1]
+            errors["per_frame_floor_mae"] = best[:, 1:].mean().item()
+            errors["x0_best_mae"] = best[:, 0].mean().item()
+        result["equivariance"][name] = errors
+        if directions is None:                       # one rollout serves the errors and the shares
+            share, dom = _shares(roll.speeds)
             shares.append(share)
             dominant.append(dom)
-        else:
-            result["equivariance"][name] = equivariance_error(model, batch.frames, directions[name])
+            moved.append(_shares(roll.displacement)[0])
     result["equivariance_ratio"] = {name: v["mae"] / max(v["identity_mae"], 1e-12)
                                     for name, v in result["equivariance"].items()}
-    result["disentanglement"] = (disentanglement(torch.stack(shares), torch.stack(dominant)) if shares else None)
+    result["disentanglement"] = None
+    if shares:
+        result["disentanglement"] = d = disentanglement(torch.stack(shares), torch.stack(dominant))
+        # displacement: speed times the field's velocity norm, what actually moves the latent, on the same matching
+        moved = torch.stack(moved)                                                            # [K, M]
+        d["displacement_matrix"] = moved.tolist()
+        d["matched_displacement_share"] = torch.stack([moved[k, m] for k, m in d["matching"].items()]).mean().item()
     if ks:
         result["likelihood"] = likelihoods(model, images, gen, ks, seed=seed + 100)
     model.train(was_training)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Bernoulli, Normal, kl_divergence
 from torch.profiler import record_function
 
 from . import flow as flowlib
@@ -32,7 +32,8 @@ from ._checks import check_images, check_tensor
 from .nets import Encoder, make_decoder
 from .sparse import PosteriorOutput, SpeedPosterior, SpikeSlabPrior, relaxed_spikes, slab_kl, spike_kl
 
-__all__ = ["STAConfig", "STA", "STAOutput", "gaussian_toy_bound", "gaussian_toy_posterior"]
+__all__ = ["STAConfig", "STA", "STAOutput", "Rollout", "bernoulli_log_likelihood", "gaussian_toy_bound",
+           "gaussian_toy_posterior"]
 
 
 @dataclass
@@ -140,6 +141,23 @@ class STAOutput(NamedTuple):
                 "kl_slab": self.kl_slab.mean().item(), "hj": self.hj.mean().item()}
 
 
+class Rollout(NamedTuple):
+    """A model's prediction of a sequence from its first frame and the speeds read from its frames
+    (:meth:`STA.rollout`, :meth:`stabook.baselines.FrameVAE.rollout`)."""
+
+    frames: torch.Tensor       # [B, T + 1, C, H, W], the decoded latents z_0 .. z_T (step 0: the reconstruction)
+    speeds: torch.Tensor       # [B, T, M], the speeds of every transition (a VAE: [B, T, 1], along one direction)
+    z0_frames: torch.Tensor    # [B, T + 1, C, H, W], z_0 decoded at every step (a baseline that never moves)
+    z: torch.Tensor            # [B, T + 1, D], the latent path
+    displacement: torch.Tensor  # [B, T, M], how far each field moved the latent: h |g_t^m| |v_m(z_{t-1}, t)|
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log p(x | z)`` of a Bernoulli per pixel with ``logits`` ``[..., C, H, W]`` (``x`` broadcasts against
+    them), summed over the last three axes: ``sum x log sigma(l) + (1 - x) log(1 - sigma(l))``, in nats."""
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
+
+
 def _sharded(draw, local: int, total: int | None, offset: int):
     """Draw noise for the whole global batch and keep this shard's rows, so that a process of a data-parallel
     run draws exactly the numbers a single process would (``total=None``: no sharding)."""
@@ -150,6 +168,8 @@ def _sharded(draw, local: int, total: int | None, offset: int):
 
 class STA(nn.Module):
     """Sparse Transformation Analysis: encoder, decoder, ``M`` potential and rotational fields, pair network."""
+
+    kind = "sta"
 
     def __init__(self, config: STAConfig | None = None, **overrides):
         super().__init__()
@@ -218,6 +238,87 @@ class STA(nn.Module):
         c = self.config
         return flowlib.flow(self.fields, z, g, c.h, c.n_sub, logdet=None).z
 
+    @torch.no_grad()
+    def rollout(self, frames: torch.Tensor, speeds: torch.Tensor | None = None, period: int | None = None) -> Rollout:
+        """Predict ``frames`` ``[B, T + 1, C, H, W]`` from ``x_0`` alone plus speeds ``[B, T, M]`` (default: the
+        hard speeds inferred from consecutive frames): flow the encoder mean of ``x_0`` and decode every step.
+
+        Transition ``t`` uses field time ``t``; with ``period`` the field time restarts every ``period``
+        transitions (``1, ..., period, 1, ...``), so that a flow longer than training never asks a time-dependent
+        field about a time it was not trained at."""
+        frames = check_tensor(frames, "frames", ndim=5)
+        B, T1 = frames.shape[:2]
+        if T1 < 2:
+            raise ValueError(f"frames must hold at least 2 frames, got shape {tuple(frames.shape)}")
+        mu, _ = self.encode(frames[:, 0])
+        if speeds is None:
+            speeds = self.infer_speeds(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)).reshape(B, T1 - 1, -1)
+        speeds = check_tensor(speeds, "speeds", ndim=3, last=self.M).to(mu)
+        if speeds.shape[:2] != (B, T1 - 1):
+            raise ValueError(f"speeds must have shape [B, T, M] = [{B}, {T1 - 1}, {self.M}], got {tuple(speeds.shape)}")
+        if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
+            raise ValueError(f"period must be an integer >= 1 or None, got {period!r}")
+        c = self.config
+        chunk = period or speeds.shape[1]
+        path = [mu[:, None]]
+        for start in range(0, speeds.shape[1], chunk):                               # one pass without a period
+            part = flowlib.flow(self.fields, path[-1][:, -1], speeds[:, start:start + chunk], c.h, c.n_sub,
+                                logdet=None).z
+            path.append(part[:, 1:])
+        z = torch.cat(path, 1)                                                        # [B, T + 1, D]
+        field_time = torch.arange(speeds.shape[1], device=z.device) % chunk + 1       # [T]
+        z_prev = z[:, :-1].flatten(0, 1)                                              # [B T, D]
+        norms = self.fields.velocities(z_prev, field_time.repeat(B).to(z)).norm(dim=-1)   # [B T, M]
+        displacement = c.h * speeds.abs() * norms.reshape(B, T1 - 1, -1)
+        x_hat = self.decode(z.flatten(0, 1)).reshape(frames.shape)
+        x_z0 = self.decode(mu)[:, None].expand_as(frames)
+        return Rollout(x_hat, speeds, x_z0, z, displacement)
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x | z)`` in nats for latents ``[..., D]`` and images ``x`` that broadcast against
+        ``[..., C, H, W]``: a Bernoulli per pixel with the decoder's logits."""
+        lead = z.shape[:-1]
+        logits = self.decoder(z.reshape(-1, z.shape[-1])).reshape(*lead, *self.decoder_output_shape)
+        return bernoulli_log_likelihood(logits, x)
+
+    @property
+    def decoder_output_shape(self) -> tuple[int, int, int]:
+        c = self.config
+        return c.channels, c.image_size, c.image_size
+
+    @torch.no_grad()
+    def sequence_log_weights(self, frames: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` importance log-weights per sequence, ``[B, n]``, for an IWAE bound on ``log p(x_0, ..., x_T)``.
+
+        The latent variables are ``z_0``, the spikes ``y`` and the slabs ``s`` (``z_t`` is then a deterministic
+        function of them), drawn from ``q(z_0 | x_0) q(y, s | x)`` with *hard* Bernoulli spikes; the weight is
+        ``sum_t log p(x_t | z_t) + log p(z_0) + log p(y, s) - log q(z_0) - log q(y, s)``. For dense speeds
+        ``g`` is Gaussian with prior ``N(0, dense_sigma^2)``."""
+        c = self.config
+        B = frames.shape[0]
+        mu, log_var = self.encode(frames[:, 0])
+        q0 = Normal(mu[:, None], (0.5 * log_var).exp()[:, None])                      # [B, 1, D]
+        post = self.posterior(frames)                                                # [B, T, M]
+        q_slab = Normal(post.mu[:, None], post.log_sigma.exp()[:, None])            # log-slab (or speed) [B, 1, T, M]
+        z0 = q0.loc + q0.scale * torch.randn(B, n, mu.shape[-1], device=mu.device, dtype=mu.dtype)   # [B, n, D]
+        log_w = Normal(0.0, 1.0).log_prob(z0).sum(-1) - q0.log_prob(z0).sum(-1)
+        a = q_slab.loc + q_slab.scale * torch.randn(B, n, *post.mu.shape[1:], device=mu.device, dtype=mu.dtype)
+        if c.speeds == "dense":
+            g = a
+            log_w = log_w + (Normal(0.0, c.dense_sigma).log_prob(g) - q_slab.log_prob(g)).sum((2, 3))
+        else:
+            q_spike = Bernoulli(probs=post.rho[:, None])
+            y = (torch.rand_like(a) < q_spike.probs).to(a)                          # [B, n, T, M]
+            s = a.exp()
+            # log q(s) = log q(log s) - log s, and likewise for the prior: the Jacobians cancel in the ratio
+            log_q = q_spike.log_prob(y).sum((2, 3)) + q_slab.log_prob(a).sum((2, 3))
+            log_p = self.prior.log_prob(y.flatten(0, 1), s.flatten(0, 1)).reshape(B, n) + a.sum((2, 3))
+            log_w = log_w + log_p - log_q
+            g = y * s
+        z = flowlib.flow(self.fields, z0.flatten(0, 1), g.flatten(0, 1), c.h, c.n_sub, logdet=None).z
+        z = z.reshape(B, n, *z.shape[1:])                                             # [B, n, T + 1, D]
+        return log_w + self.log_likelihood(z, frames[:, None]).sum(-1)
+
     def forward(self, frames: torch.Tensor, temperature: float = 1.0, noise_batch: int | None = None,
                 noise_offset: int = 0) -> STAOutput:
         """All terms of the objective for ``frames`` ``[B, T + 1, C, H, W]``.
@@ -275,9 +376,7 @@ class STA(nn.Module):
         # reconstruction of every frame
         with record_function("sta.decoder"):
             logits_x = self.decoder(z.flatten(0, 1)).to(dtype)
-        target = frames.flatten(0, 1)
-        recon = -F.binary_cross_entropy_with_logits(logits_x, target, reduction="none").sum((1, 2, 3))
-        recon = recon.reshape(B, T + 1)
+        recon = bernoulli_log_likelihood(logits_x, frames.flatten(0, 1)).reshape(B, T + 1)
 
         if c.speeds == "dense":
             kl_spike = z.new_zeros(B)

@@ -6,7 +6,7 @@ import torch
 from conftest import digit_sequences
 from torch.distributions import Normal, kl_divergence
 
-from stabook import baselines, metrics
+from stabook import baselines
 from stabook import train as training
 from stabook.__main__ import main
 from stabook.model import STA, STAConfig
@@ -98,8 +98,8 @@ def test_fit_directions_recovers_the_direction_of_motion():
         x[:, 0].view(z.shape[0], -1)[:, :D] = z
         return x
 
-    model = SimpleNamespace(encode=_LinearEncoder(D).encode, decode=decode)
-    x_hat, speeds, _ = metrics.direction_rollout(model, frames, found)
+    model = SimpleNamespace(encode=_LinearEncoder(D).encode, decode=decode, config=SimpleNamespace(latent_dim=D))
+    x_hat, speeds, *_ = baselines.FrameVAE.rollout(model, frames, found)
     torch.testing.assert_close(x_hat, frames, atol=1e-5, rtol=0)
     torch.testing.assert_close(speeds[..., 0], (steps[:, :, 0] - torch.cat([torch.zeros(30, 1), steps[:, :-1, 0]], 1)))
 

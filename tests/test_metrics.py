@@ -7,7 +7,7 @@ from conftest import digit_sequences
 from torch import nn
 from torch.distributions import Normal
 
-from stabook import data, metrics
+from stabook import data, flow, metrics
 from stabook.baselines import FrameVAE
 from stabook.fields import VectorField
 from stabook.model import STA, STAConfig, gaussian_toy_bound, gaussian_toy_posterior
@@ -142,7 +142,7 @@ class _PerfectModel(nn.Module):
     def __init__(self, generator, true_speeds):
         super().__init__()
         self.gen, self.true_speeds, self.M = generator, true_speeds, generator.K
-        self.fields = [_UnitField(generator.K + 1, k + 1) for k in range(generator.K)]
+        self.fields = flow.as_field_bank([_UnitField(generator.K + 1, k + 1) for k in range(generator.K)])
         self.config = SimpleNamespace(h=1.0, n_sub=1)
         self.anchor = nn.Parameter(torch.zeros(()))
 
@@ -151,6 +151,9 @@ class _PerfectModel(nn.Module):
         z = torch.zeros(x.shape[0], self.M + 1)
         z[:, 0] = index.float()
         return z, torch.zeros_like(z)
+
+    kind = "sta"
+    rollout = STA.rollout            # the model's own rollout, run on this exact double
 
     def infer_speeds(self, x_prev, x_next):
         return self.true_speeds.flatten(0, 1)
@@ -174,7 +177,7 @@ def test_equivariance_error_forms_agree_and_vae_needs_a_direction(frames):
     torch.manual_seed(0)
     model = STA(STAConfig(**SMALL))
     err = metrics.equivariance_error(model, frames)
-    x_hat, _, _ = metrics.rollout(model, frames)
+    x_hat = model.rollout(frames).frames
     per_sequence = (x_hat[:, 1:] - frames[:, 1:]).abs().sum((1, 2, 3, 4))
     assert err["released_form"] == pytest.approx(per_sequence.mean().item(), rel=1e-5)
     assert err["mae"] == pytest.approx(per_sequence.mean().item() / (3 * frames[0, 0].numel()), rel=1e-5)
@@ -225,9 +228,18 @@ def test_evaluate_and_composition_on_a_small_model():
     images, _ = data.load_digits()
     torch.manual_seed(0)
     model = STA(STAConfig(**SMALL))
-    result = metrics.evaluate(model, images[:40], n=4, T=2, ks=(1, 3))
+    result = metrics.evaluate(model, images[:40], n=4, T=2, ks=(1, 3), floor_steps=50)
     assert set(result["equivariance"]) == {"rotate", "scale", "hue"} and result["model"] == "sta"
-    assert 0 <= result["disentanglement"]["score"] <= 1 and 0 < result["disentanglement"]["matched_share"] <= 1
+    d = result["disentanglement"]
+    assert 0 <= d["score"] <= 1 and 0 < d["matched_share"] <= 1 and 0 < d["matched_displacement_share"] <= 1
+    for row in (*d["matrix"], *d["displacement_matrix"]):               # each row is a distribution over fields
+        assert sum(row) == pytest.approx(1, abs=1e-5)
+    for v in result["equivariance"].values():
+        # the decoder's best drawing of x_0 is at least as good as drawing the encoding of x_0 (the search starts
+        # there and minimises the same error)
+        assert 0 < v["x0_best_mae"] <= v["floor_mae"] * (1 + 1e-4) and v["per_frame_floor_mae"] > 0
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        metrics.evaluate(model, images[:40], n=0, T=2)
     like = result["likelihood"]
     assert set(like["frame"]) == {"1", "3"} and like["dims"] == 3 * 28 * 28
     assert like["frame"]["1"]["bits_per_dim"] == pytest.approx(-like["frame"]["1"]["nats"] / (2352 * math.log(2)))
@@ -245,15 +257,28 @@ def test_rollout_with_a_period_restarts_the_field_time(frames):
     torch.manual_seed(0)
     model = STA(STAConfig(**SMALL))
     speeds = torch.rand(3, 3, 3)
-    full, _, _ = metrics.rollout(model, frames, speeds)
-    torch.testing.assert_close(metrics.rollout(model, frames, speeds, period=3)[0], full)
-    two, _, _ = metrics.rollout(model, frames, speeds, period=2)
+    full = model.rollout(frames, speeds).frames
+    torch.testing.assert_close(model.rollout(frames, speeds, period=3).frames, full)
+    two = model.rollout(frames, speeds, period=2).frames
     torch.testing.assert_close(two[:, :3], full[:, :3])
     mu, _ = model.encode(frames[:, 0])
     z2 = model.transform(model.transform(model.transform(mu, speeds[:, 0], 1), speeds[:, 1], 2), speeds[:, 2], 1)
     torch.testing.assert_close(two[:, 3], model.decode(z2))
-    with pytest.raises(ValueError, match="period must be a positive int"):
-        metrics.rollout(model, frames, speeds, period=0)
+    with pytest.raises(ValueError, match="period must be an integer >= 1"):
+        model.rollout(frames, speeds, period=0)
+
+
+def test_rollout_displacement_is_speed_times_the_field_velocity(frames):
+    torch.manual_seed(0)
+    model = STA(STAConfig(**SMALL))
+    speeds = torch.rand(3, 3, 3) * (torch.rand(3, 3, 3) > 0.5)
+    roll = model.rollout(frames, speeds)
+    t = 2                                                          # the third transition, field time 3
+    v = model.fields.velocities(roll.z[:, t], torch.full((3,), 3.0))          # [B, M, D]
+    torch.testing.assert_close(roll.displacement[:, t], model.config.h * speeds[:, t] * v.norm(dim=-1))
+    assert (roll.displacement[speeds == 0] == 0).all()             # a field that does not move moves nothing
+    with pytest.raises(ValueError, match="speeds must have shape"):
+        model.rollout(frames, speeds[:, :2])
 
 
 # ----------------------------------------------------------------------------------------- difference verdict
