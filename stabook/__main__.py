@@ -142,7 +142,7 @@ def _recognition(model, images, labels, splits, target, config, n, steps) -> dic
 
 
 def _eval_summary(result: dict) -> list[str]:
-    from .compare import own_fields
+    from .metrics import own_fields
 
     lines = []
     for name, v in result["equivariance"].items():

@@ -16,11 +16,11 @@ import torch
 
 from .baselines import LABELS, VARIANTS
 from .config import TrainConfig, apply_overrides, preset
+from .metrics import own_fields
 from .runs import CHECKPOINT, wall_time, write_atomic
 from .train import train
 
-__all__ = ["run_comparison", "collect_runs", "summarise", "comparison_table", "parse_seeds", "flatten_metrics",
-           "own_fields"]
+__all__ = ["run_comparison", "collect_runs", "summarise", "comparison_table", "parse_seeds", "flatten_metrics"]
 
 
 def parse_seeds(seeds) -> list[int]:
@@ -35,15 +35,6 @@ def parse_seeds(seeds) -> list[int]:
     if len(set(out)) != len(out):
         raise ValueError(f"seeds must not repeat, got {seeds!r}")
     return out
-
-
-def own_fields(disentanglement: dict) -> bool:
-    """Does every transformation have its own field? True when each transformation's largest share of speed
-    mass lies on a different field, so that the one-to-one matching is each row's own maximum. (The matching
-    alone is one-to-one by construction, so it cannot tell this apart from fields shared by transformations.)"""
-    shares = torch.tensor(disentanglement["matrix"])
-    largest = shares.argmax(1).tolist()
-    return len(set(largest)) == len(largest)
 
 
 def flatten_metrics(result: dict) -> dict[str, float]:

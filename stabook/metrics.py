@@ -31,7 +31,7 @@ from .data import SequenceGenerator
 
 __all__ = ["best_decoding", "iwae", "frame_log_likelihood", "sequence_log_likelihood", "bits_per_dim",
            "equivariance_error", "stepwise_error", "disentanglement", "typical_speeds", "composition",
-           "extrapolation", "likelihoods", "evaluate", "difference_verdict"]
+           "extrapolation", "likelihoods", "evaluate", "difference_verdict", "own_fields"]
 
 
 def _check_k(k, chunk):
@@ -213,6 +213,18 @@ def disentanglement(shares: torch.Tensor, dominant: torch.Tensor) -> dict:
     matched = torch.stack([shares[k, match[k]] for k in range(K)])
     return {"matrix": shares.tolist(), "matching": match, "per_transformation": hits.tolist(),
             "score": hits.mean().item(), "matched_share": matched.mean().item()}
+
+
+def own_fields(disentanglement: dict) -> bool:
+    """Does every transformation have its own field? True when each transformation's largest share of speed lies
+    on its matched field and those fields are distinct. (The matching alone is one-to-one by construction, so it
+    cannot tell this apart from fields that transformations share.) ``disentanglement``: the dict of
+    :func:`disentanglement`, or the same read back from JSON (string keys)."""
+    shares = torch.as_tensor(disentanglement["matrix"])
+    largest = shares.argmax(1).tolist()
+    matching = {int(k): int(v) for k, v in disentanglement["matching"].items()}
+    matched = [matching[k] for k in range(len(largest))]
+    return largest == matched and len(set(matched)) == len(matched)
 
 
 def _shares(speeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

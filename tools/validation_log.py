@@ -7,16 +7,16 @@ the settings that differ from the ``tiny`` preset, the steps, the training wall 
 segments; one thread, often shared with other jobs) and, per transformation, the equivariance error against the
 true identity (predicting ``x_t = x_0``), against decoding ``z_0``, and against the model's own floor (its error
 on ``x_0``), the digit classifier's recognition ratio (``eval --recognition``), the matched share and whether each
-transformation's largest share lies on its own field (``stabook.compare.own_fields``).
+transformation's largest share lies on its own field (``stabook.metrics.own_fields``).
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from stabook.compare import own_fields
 from stabook.config import TrainConfig, preset
-from stabook.runs import wall_time
+from stabook.metrics import own_fields
+from stabook.runs import read_metrics, wall_time
 
 
 def summarise(run: Path) -> dict:
@@ -30,13 +30,29 @@ def summarise(run: Path) -> dict:
     for name, v in ev["equivariance"].items():
         rows[name] = {"error_over_x0": v["mae"] / v["identity_x0_mae"], "error_over_z0": v["mae"] / v["identity_mae"],
                       "error_over_floor": v["mae"] / v["floor_mae"], "mae": v["mae"]}
+        if "per_frame_floor_mae" in v:
+            rows[name]["error_over_per_frame_floor"] = v["mae"] / v["per_frame_floor_mae"]
         if name in ev.get("recognition", {}):
             rows[name]["recognition_ratio"] = ev["recognition"][name]["ratio"]
+            if "floor_ratio" in ev["recognition"][name]:
+                rows[name]["recognition_floor"] = ev["recognition"][name]["floor_ratio"]
     d = ev["disentanglement"]
     wall = wall_time(run)
     return {"run": run.name, "seed": config.seed, "steps": wall["steps"], "wall_minutes": wall["seconds"] / 60,
             "changed_from_tiny": changed, "equivariance": rows, "matched_share": d["matched_share"],
-            "dominance_score": d["score"], "own_fields": own_fields(d), "split": "val"}
+            "dominance_score": d["score"], "own_fields": own_fields(d), "split": "val",
+            **({"matched_displacement_share": d["matched_displacement_share"]}
+               if "matched_displacement_share" in d else {}),
+            **_objective(run)}
+
+
+def _objective(run: Path, last: int = 1000) -> dict:
+    """KL(z_0), the reconstruction term and the flow KLs (nats per sequence) averaged over the last ``last`` logged
+    steps of training: what the first latent carries and what the flow terms cost."""
+    entries, _ = read_metrics(run)
+    end = entries[-1]["step"]
+    tail = [e for e in entries if e["step"] > end - last]
+    return {f"train_{k}": sum(e[k] for e in tail) / len(tail) for k in ("kl_z0", "recon", "kl_flow")}
 
 
 def main():
