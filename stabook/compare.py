@@ -49,11 +49,17 @@ def flatten_metrics(result: dict) -> dict[str, float]:
             row[f"ratio_x0_{name}"] = v["mae"] / v["identity_x0_mae"]
         if v.get("floor_mae"):
             row[f"floor_ratio_{name}"] = v["mae"] / v["floor_mae"]
+        if v.get("per_frame_floor_mae"):
+            row[f"per_frame_floor_ratio_{name}"] = v["mae"] / v["per_frame_floor_mae"]
     for name, v in result.get("recognition", {}).items():
         row[f"recognition_{name}"] = v["ratio"]
+        if "floor_ratio" in v:
+            row[f"recognition_floor_{name}"] = v["floor_ratio"]
     if result.get("disentanglement"):
         row["score"] = result["disentanglement"]["score"]
         row["matched_share"] = result["disentanglement"]["matched_share"]
+        if "matched_displacement_share" in result["disentanglement"]:
+            row["matched_displacement_share"] = result["disentanglement"]["matched_displacement_share"]
         if "matrix" in result["disentanglement"]:
             row["own_fields"] = float(own_fields(result["disentanglement"]))
     if "wall_time" in result:

@@ -1,0 +1,181 @@
+"""Chapters 6 and 7's report: the book's targets checked against a results file, and the verdicts of a comparison.
+
+A results file (``python -m stabook compare``, or ``tools/make_book_results.py``) holds, per variant, the
+evaluation of every seed and a summary (mean, standard deviation over seeds, count) of every number
+:func:`stabook.compare.flatten_metrics` reads from an evaluation. This module says, once, what the book calls
+those numbers (:data:`QUANTITIES`), which targets the book sets (:data:`BOOK_TARGETS`), whether a results file
+meets them (:func:`check_targets`) and whether one model is ahead of another by the book's standard of evidence
+(:func:`lead`: a difference beyond two standard errors, :func:`stabook.metrics.difference_verdict`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .metrics import difference_verdict
+
+__all__ = ["QUANTITIES", "Target", "BOOK_TARGETS", "stat", "pm", "lead", "check_targets", "targets_table",
+           "tally"]
+
+#: what the book calls each number of a results file; ``{name}`` is a transformation
+QUANTITIES = {
+    "ratio_x0_{name}": "error over x_0",                      # the rollout's error / predicting x_t = x_0
+    "ratio_{name}": "error over decoded z_0",                 # / decoding z_0 at every step
+    "floor_ratio_{name}": "error over the x_0 floor",         # / the error of decoding the encoding of x_0
+    "per_frame_floor_ratio_{name}": "error over the per-frame floor",   # / the decoder's best drawing of each frame
+    "recognition_{name}": "recognition ratio",                # digits read in predictions / in the true frames
+    "recognition_floor_{name}": "recognition floor",          # the same for the reconstruction of x_0
+    "matched_share": "matched share",                         # speed on the matched fields
+    "matched_displacement_share": "matched displacement share",   # speed x field norm on the matched fields
+    "score": "dominance score",                               # steps on which the matched field moves fastest
+    "own_fields": "own field per transformation",             # share of seeds on which the largest shares differ
+    "sequence_nats_k100": "sequence IWAE (k = 100)",
+    "frame_nats_k100": "frame IWAE (k = 100)",
+    "wall_minutes": "wall minutes",
+}
+
+
+def quantity(key: str) -> str:
+    """The book's name of a results key: ``"ratio_x0_rotate"`` -> ``"rotate: error over x_0"``."""
+    if key in QUANTITIES:
+        return QUANTITIES[key]
+    for pattern, label in QUANTITIES.items():
+        prefix = pattern.removesuffix("{name}")
+        if pattern.endswith("{name}") and key.startswith(prefix) and "_" not in key[len(prefix):]:
+            return f"{key[len(prefix):]}: {label}"
+    raise KeyError(f"no name for the results key {key!r}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the book. ``kind``: ``"at_most"`` or ``"at_least"`` a ``bound`` on the mean over seeds;
+    ``"every_seed"``: the value is 1 on every seed; ``"lead"``: STA ahead of ``other`` beyond two standard errors
+    (lower is better for error ratios, higher for everything else). ``key`` may hold ``{name}``, one target per
+    transformation."""
+
+    key: str
+    kind: str
+    bound: float | None = None
+    other: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("at_most", "at_least", "every_seed", "lead"):
+            raise ValueError(f"kind must be at_most, at_least, every_seed or lead, got {self.kind!r}")
+        if self.kind in ("at_most", "at_least") and not isinstance(self.bound, (int, float)):
+            raise ValueError(f"a {self.kind} target needs a numeric bound, got {self.bound!r}")
+        if self.kind == "lead" and not self.other:
+            raise ValueError("a lead target needs other=, the variant STA must beat")
+
+    @property
+    def lower_is_better(self) -> bool:
+        return "ratio" in self.key
+
+    def goal(self) -> str:
+        """The target as the book's table states it."""
+        if self.kind == "at_most":
+            return f"≤ {self.bound:g}"
+        if self.kind == "at_least":
+            return f"≥ {self.bound:g}"
+        if self.kind == "every_seed":
+            return "every seed"
+        return f"{'lower' if self.lower_is_better else 'higher'} than {self.other}, > 2 SE"
+
+
+#: the targets of the book preset (held-out test digits, three seeds)
+BOOK_TARGETS = (
+    Target("recognition_{name}", "at_least", 0.95),
+    Target("ratio_x0_{name}", "at_most", 0.25),
+    Target("per_frame_floor_ratio_{name}", "at_most", 1.3),
+    Target("matched_share", "at_least", 0.85),
+    Target("own_fields", "every_seed"),
+    Target("ratio_x0_{name}", "lead", other="vae"),
+    Target("sequence_nats_k100", "lead", other="vae"),
+    Target("matched_share", "lead", other="dense"),
+)
+
+#: the cost target: minutes per seed on one quiet CPU thread (seconds per iteration x steps)
+BOOK_MINUTES = 25.0
+
+
+def stat(results: dict, variant: str, key: str) -> dict | None:
+    """``{"mean", "std", "n"}`` of ``key`` for ``variant`` in a results file, or None where it was not measured."""
+    return results.get("variants", {}).get(variant, {}).get("summary", {}).get(key)
+
+
+def pm(results: dict, variant: str, key: str, digits: int = 2) -> str:
+    """``"0.43 ± 0.02"``: mean ± standard deviation over seeds ("not measured" where absent)."""
+    s = stat(results, variant, key)
+    return "not measured" if s is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def lead(results: dict, key: str, other: str, variant: str = "sta") -> dict | None:
+    """Is ``variant`` ahead of ``other`` on ``key``? The verdict of :func:`stabook.metrics.difference_verdict`
+    (``variant - other``) plus ``ahead`` (the difference points the right way) and ``met`` (ahead and a
+    finding). None when either side has fewer than two seeds."""
+    a, b = stat(results, variant, key), stat(results, other, key)
+    if a is None or b is None or min(a["n"], b["n"]) < 2:
+        return None
+    v = difference_verdict(a["mean"], a["std"], a["n"], b["mean"], b["std"], b["n"])
+    ahead = v["difference"] < 0 if "ratio" in key else v["difference"] > 0
+    return {**v, "ahead": bool(ahead), "met": bool(ahead and v["finding"])}
+
+
+def _names(results: dict) -> list[str]:
+    sta = results["variants"]["sta"]
+    return list(sta["config"]["transformations"])
+
+
+def check_targets(results: dict, targets=BOOK_TARGETS, variant: str = "sta") -> list[dict]:
+    """One row per target (per transformation where the key holds ``{name}``): ``key``, ``label`` (the book's
+    name), ``goal``, ``value`` (the mean, or the difference for a lead), ``text`` (what the table prints) and
+    ``met``: True, False, or None where the results file cannot say (not measured, too few seeds)."""
+    rows = []
+    for target in targets:
+        keys = ([target.key.format(name=n) for n in _names(results)] if "{name}" in target.key else [target.key])
+        for key in keys:
+            row = {"key": key, "label": quantity(key), "goal": target.goal(), "kind": target.kind,
+                   "other": target.other, "value": None, "met": None}
+            s = stat(results, variant, key)
+            if target.kind == "lead":
+                v = lead(results, key, target.other, variant)
+                if v is None:
+                    row["text"] = f"not checked: fewer than two seeds of {target.other} or STA"
+                else:
+                    digits = 1 if "nats" in key else 3
+                    row |= {"value": v["difference"], "z": v["z"], "met": v["met"],
+                            "text": f"STA − {target.other}: {v['difference']:+.{digits}f} ({v['z']:+.1f} SE)"}
+            elif s is None:
+                row["text"] = "not measured"
+            elif target.kind == "every_seed":
+                seeds = round(s["mean"] * s["n"])
+                row |= {"value": s["mean"], "met": math.isclose(s["mean"], 1.0), "text": f"{seeds} of {s['n']} seeds"}
+            else:
+                met = s["mean"] <= target.bound if target.kind == "at_most" else s["mean"] >= target.bound
+                row |= {"value": s["mean"], "met": bool(met), "text": f"{s['mean']:.2f} ± {s['std']:.2f}"}
+            rows.append(row)
+    return rows
+
+
+def cost_row(minutes: float, bound: float = BOOK_MINUTES) -> dict:
+    """The cost target's row: minutes per seed on one quiet CPU thread against ``bound``."""
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"minutes must be a finite number > 0, got {minutes!r}")
+    return {"key": "quiet_minutes", "label": "minutes per seed, one quiet CPU thread", "goal": f"≤ {bound:g}",
+            "kind": "at_most", "other": None, "value": minutes, "met": minutes <= bound, "text": f"{minutes:.1f}"}
+
+
+MARK = {True: "met", False: "**missed**", None: "not checked"}
+
+
+def targets_table(rows: list[dict]) -> str:
+    """The rows of :func:`check_targets` as a Markdown table: target, STA's value, goal, met or missed."""
+    lines = ["| target | STA (mean ± std over seeds) | goal | |", "|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['text']} | {r['goal']} | {MARK[r['met']]} |" for r in rows]
+    return "\n".join(lines)
+
+
+def tally(rows: list[dict]) -> dict[str, int]:
+    """How many rows are met, missed and not checked."""
+    return {"met": sum(r["met"] is True for r in rows), "missed": sum(r["met"] is False for r in rows),
+            "unchecked": sum(r["met"] is None for r in rows)}
