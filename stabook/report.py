@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .metrics import difference_verdict
+from .metrics import difference_verdict, own_fields
 
-__all__ = ["QUANTITIES", "Target", "BOOK_TARGETS", "stat", "pm", "lead", "check_targets", "targets_table",
-           "tally"]
+__all__ = ["flatten_metrics", "QUANTITIES", "Target", "BOOK_TARGETS", "BOOK_MINUTES", "quantity", "stat", "pm", "lead",
+           "check_targets", "cost_row", "targets_table", "tally", "seed_table", "validation_table"]
 
 #: what the book calls each number of a results file; ``{name}`` is a transformation
 QUANTITIES = {
@@ -34,6 +34,40 @@ QUANTITIES = {
     "frame_nats_k100": "frame IWAE (k = 100)",
     "wall_minutes": "wall minutes",
 }
+
+
+def flatten_metrics(result: dict) -> dict[str, float]:
+    """The numbers of an evaluation (:func:`stabook.metrics.evaluate`) that the comparison table reports."""
+    row = {}
+    for name, v in result["equivariance"].items():
+        row[f"equivariance_{name}"] = v["mae"]
+        row[f"identity_{name}"] = v["identity_mae"]
+        row[f"ratio_{name}"] = result["equivariance_ratio"][name]
+        if "identity_x0_mae" in v:                  # evaluations since the x_t = x_0 baseline was added
+            row[f"identity_x0_{name}"] = v["identity_x0_mae"]
+            row[f"ratio_x0_{name}"] = v["mae"] / v["identity_x0_mae"]
+        if v.get("floor_mae"):
+            row[f"floor_ratio_{name}"] = v["mae"] / v["floor_mae"]
+        if v.get("per_frame_floor_mae"):
+            row[f"per_frame_floor_ratio_{name}"] = v["mae"] / v["per_frame_floor_mae"]
+    for name, v in result.get("recognition", {}).items():
+        row[f"recognition_{name}"] = v["ratio"]
+        if "floor_ratio" in v:
+            row[f"recognition_floor_{name}"] = v["floor_ratio"]
+    if result.get("disentanglement"):
+        row["score"] = result["disentanglement"]["score"]
+        row["matched_share"] = result["disentanglement"]["matched_share"]
+        if "matched_displacement_share" in result["disentanglement"]:
+            row["matched_displacement_share"] = result["disentanglement"]["matched_displacement_share"]
+        if "matrix" in result["disentanglement"]:
+            row["own_fields"] = float(own_fields(result["disentanglement"]))
+    if "wall_time" in result:
+        row["wall_minutes"] = result["wall_time"]["seconds"] / 60
+    for kind in ("frame", "sequence"):
+        for k, v in result.get("likelihood", {}).get(kind, {}).items():
+            row[f"{kind}_nats_k{k}"] = v["nats"]
+            row[f"{kind}_bpd_k{k}"] = v["bits_per_dim"]
+    return row
 
 
 def quantity(key: str) -> str:
@@ -179,3 +213,45 @@ def tally(rows: list[dict]) -> dict[str, int]:
     """How many rows are met, missed and not checked."""
     return {"met": sum(r["met"] is True for r in rows), "missed": sum(r["met"] is False for r in rows),
             "unchecked": sum(r["met"] is None for r in rows)}
+
+
+def seed_table(results: dict, keys, variant: str = "sta", digits: int = 2) -> str:
+    """A Markdown table of one variant's numbers per seed and their mean ± std: one row per results key (named by
+    :func:`quantity`), one column per seed."""
+    entry = results["variants"][variant]
+    seeds = sorted(entry["per_seed"], key=int)
+    rows = {s: flatten_metrics(entry["per_seed"][s]) for s in seeds}
+    lines = ["| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
+             "|---|" + "---:|" * (len(seeds) + 1)]
+    for key in keys:
+        cells = [f"{rows[s][key]:.{digits}f}" if key in rows[s] else "–" for s in seeds]
+        lines.append(f"| {quantity(key)} | " + " | ".join(cells) + f" | {pm(results, variant, key, digits)} |")
+    return "\n".join(lines)
+
+
+def validation_table(trials: list[dict], names, base: dict | None = None) -> str:
+    """The validation log (``tools/validation_log.py``) as a Markdown table: each trial's settings that differ
+    from ``base`` (default: the first trial), seed, steps, and per transformation (``a / b / c`` in the order of
+    ``names``) the error over x_0, the recognition ratio, then the matched share and the first latent's KL over
+    the last 1,000 training steps where the log has it."""
+    base = base or trials[0]
+
+    def change(trial):
+        if trial is base:
+            return "tiny with " + ", ".join(f"`{k}={v}`" for k, v in trial["changed_from_tiny"].items())
+        changed = {k: v for k, v in trial["changed_from_tiny"].items()
+                   if base["changed_from_tiny"].get(k) != v and k != "preset"}
+        changed |= {k: "default" for k in base["changed_from_tiny"] if k not in trial["changed_from_tiny"]}
+        return ", ".join(f"`{k}={v}`" for k, v in changed.items()) or "the same settings"
+
+    def three(trial, key):
+        values = [trial["equivariance"][n].get(key) for n in names]
+        return " / ".join("–" if v is None else f"{v:.2f}" for v in values)
+
+    lines = ["| trial | change from the first | seed | steps | error over $x_0$ | recognition ratio "
+             "| matched share | KL($z_0$), nats |", "|---|---|---:|---:|---|---|---:|---:|"]
+    for t in trials:
+        kl = f"{t['train_kl_z0']:.1f}" if "train_kl_z0" in t else "–"
+        lines.append(f"| {t['run']} | {change(t)} | {t['seed']} | {t['steps']:,} | {three(t, 'error_over_x0')} "
+                     f"| {three(t, 'recognition_ratio')} | {t['matched_share']:.2f} | {kl} |")
+    return "\n".join(lines)

@@ -7,9 +7,14 @@ import numpy as np
 import torch
 from matplotlib import animation
 
+from .fields import divergence
+from .report import flatten_metrics
+from .sparse import relaxed_spikes
+
 __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "animate_paths", "show_animation",
            "show_sequences", "plot_spike_raster", "animate_sequences", "plot_relaxed_spikes", "plot_share_matrix",
-           "plot_training_curves", "plot_step_errors", "plot_comparison", "plot_comparison_panels"]
+           "plot_training_curves", "plot_step_errors", "plot_comparison", "plot_comparison_panels",
+           "show_readings"]
 
 
 def use_book_style(dpi: int = 72):
@@ -94,7 +99,6 @@ def plot_field_mix(ax, potential, rotational, mix: float, n: int = 25, lim: floa
 
     The background is ``div v``: only the potential part contributes to it, so it fades as ``mix -> 1``.
     """
-    from .fields import divergence
 
     X, Y, pts = grid_points(n, lim, dtype=next(potential.parameters()).dtype)
     with torch.no_grad():
@@ -134,6 +138,32 @@ def show_sequences(frames: torch.Tensor, row_labels=None, size: float = 0.9, tit
     return fig
 
 
+def show_readings(rows, row_labels, readings, truths, size: float = 0.95, title: str | None = None):
+    """A grid of single frames with a classifier's reading over each: ``rows`` is a list of ``[N, C, H, W]``
+    frames (one row each, e.g. the true and the predicted last frame of N sequences), ``readings`` and ``truths``
+    the matching lists of ``[N]`` predicted and true classes; a right reading is written in black, a wrong one in
+    bold red."""
+    if not len(rows) == len(row_labels) == len(readings) == len(truths):
+        raise ValueError(f"rows, row_labels, readings and truths must have the same length, got {len(rows)}, "
+                         f"{len(row_labels)}, {len(readings)} and {len(truths)}")
+    n = rows[0].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n, 1.2 * size * len(rows)), squeeze=False)
+    for r, (frames, reading, truth) in enumerate(zip(rows, readings, truths, strict=True)):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(_to_hwc(frames[i].clamp(0, 1)), vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            right = int(reading[i]) == int(truth[i])
+            ax.set_title(str(int(reading[i])), fontsize=11, color="black" if right else "C3",
+                         fontweight="normal" if right else "bold", pad=2)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=10, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(wspace=0.06, hspace=0.35)
+    return fig
+
+
 def plot_spike_raster(ax, spikes: torch.Tensor, names, speeds: torch.Tensor | None = None, title: str = ""):
     """Raster of spikes ``[T, K]`` (steps across, transformations down); shade by ``speeds`` if given."""
     values = (speeds if speeds is not None else spikes).detach().cpu().numpy().T
@@ -170,7 +200,6 @@ def animate_sequences(frames: torch.Tensor, labels=None, size: float = 1.6, inte
 
 def plot_relaxed_spikes(ax, prob: float, temperature: float, n: int = 20_000, seed: int = 0, bins: int = 40):
     """Histogram of ``RelaxedBernoulli(temperature, probs=prob)`` samples, with the share above 1/2."""
-    from .sparse import relaxed_spikes
 
     with torch.random.fork_rng(devices=[]):          # seeded draws without touching the global stream
         torch.manual_seed(seed)
@@ -247,7 +276,6 @@ def plot_comparison(ax, results: dict, key: str, labels: dict | None = None, tit
 
 
 def _per_seed_values(entry: dict, key: str) -> list[float]:
-    from .compare import flatten_metrics
 
     return [row[key] for row in map(flatten_metrics, entry["per_seed"].values()) if key in row]
 

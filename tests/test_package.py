@@ -42,4 +42,8 @@ def test_no_module_imports_itself_back():
     # the layers the command line and the chapters rely on
     assert "train" not in graph["baselines"] and "metrics" not in graph["baselines"]
     assert "compare" not in graph["train"] and "train" in graph["compare"]
+    # the trainer's three rooms: settings below run folders below the loop
+    assert "train" not in graph["config"] | graph["runs"] and "runs" not in graph["config"]
+    # the report sits below the comparison runner and the plots, and reads only metrics
+    assert graph["report"] == {"metrics"} and "compare" not in graph["viz"]
     assert graph["_checks"] == set() and graph["runtime"] == set()

@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,15 +9,21 @@ import stabook
 from stabook import get_device, seed_everything
 
 
-def test_version_and_exports():
-    assert isinstance(stabook.__version__, str) and stabook.__version__.count(".") == 2
+def test_the_version_is_the_one_pyproject_declares():
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)      # tomllib needs Python 3.11
+    assert declared and stabook.__version__ == declared.group(1)
 
 
-def test_get_device_order(monkeypatch):
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (True, False, "cuda"),
+                                                 (False, True, "mps"), (False, False, "cpu")])
+def test_get_device_prefers_cuda_then_mps_then_cpu(cuda, mps, expected, monkeypatch):
     monkeypatch.delenv("STABOOK_DEVICE", raising=False)
-    mps = torch.backends.mps.is_available()
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if mps else "cpu")
-    assert get_device().type == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert get_device() == torch.device(expected)
+    monkeypatch.setenv("STABOOK_DEVICE", "cpu")          # the environment overrides the order
+    assert get_device() == torch.device("cpu")
 
 
 def test_get_device_forced(monkeypatch):
