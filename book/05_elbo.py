@@ -58,7 +58,13 @@ import torch.nn.functional as F
 
 from stabook import data, flow, seed_everything, viz
 from stabook.fields import RotationalField, TanhScalarNet
-from stabook.model import STA, STAConfig, gaussian_toy_bound, gaussian_toy_posterior
+from stabook.model import (
+    STA,
+    STAConfig,
+    bernoulli_log_likelihood,
+    gaussian_toy_bound,
+    gaussian_toy_posterior,
+)
 
 viz.use_book_style()
 _ = seed_everything(0)
@@ -166,10 +172,13 @@ print(f"log p(x) = {exact_log_px:.4f}; "
 # Here is each term, with the whole statement of `STA.forward` that computes it.
 #
 # **Reconstruction.** Every frame is decoded from its latent; a Bernoulli likelihood per pixel is the negative
-# binary cross-entropy, summed over pixels:
+# binary cross-entropy, summed over pixels. The function is shared by training, `STA.log_likelihood` and the
+# evaluation of chapter 7, so every number in nats means the same thing:
 
 # %%
-show_statement("recon = -F.binary_cross_entropy_with_logits")
+show_statement("recon = bernoulli_log_likelihood")
+print()
+print(inspect.getsource(bernoulli_log_likelihood))
 
 # %% [markdown]
 # **Initial KL.** Both distributions are Gaussian, so `torch.distributions` gives it in closed form,

@@ -67,7 +67,7 @@ def _train(args) -> int:
         ev = summary["eval"]
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in ev["equivariance_ratio"].items())
         score = f"; disentanglement score {ev['disentanglement']['score']:.2f}" if ev["disentanglement"] else ""
-        print(f"equivariance error / identity baseline: {ratios}{score}; written to "
+        print(f"equivariance error over decoded z_0: {ratios}{score}; written to "
               f"{Path(config.run_dir) / 'eval.json'}")
     return 0
 

@@ -10,7 +10,7 @@ from stabook.baselines import VARIANTS
 from stabook.compare import summarise
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
-FILES = {"tiny.json": set(VARIANTS), "tiny-5000.json": set(VARIANTS), "book.json": {"sta", "vae"}}
+FILES = {"tiny.json": set(VARIANTS), "tiny-5000.json": set(VARIANTS), "book.json": {"sta", "vae", "dense"}}
 
 
 @pytest.fixture(params=sorted(FILES), scope="module")

@@ -41,10 +41,10 @@ def published(variant: str, seed: int) -> Path:
     return CHECKPOINTS / "book-seed0" if (variant, seed) == ("sta", 0) else RESULTS / f"{variant}-seed{seed}"
 
 
-def command(variant: str, seed: int, run: Path) -> str:
-    evaluate = f"python -m stabook eval {run} --k 1,100" + (" --recognition" if variant == "sta" else "")
-    train = f"python -m stabook train --preset book --seed {seed}{VARIANTS[variant]} --set eval_k=1 --run-dir {run}"
-    return f"{train} && {evaluate}"
+def command(variant: str, seed: int) -> str:
+    """The training command of a run (its test evaluation, ``python -m stabook eval RUN --k 1,100``, with
+    ``--recognition`` for STA, followed it)."""
+    return f"python -m stabook train --preset book --seed {seed}{VARIANTS[variant]} --set eval_k=1"
 
 
 @torch.no_grad()
@@ -72,12 +72,12 @@ def publish(source: Path) -> None:
             if out.exists():
                 shutil.rmtree(out)
             if out.parent == CHECKPOINTS:
-                export_run(run, out, command(variant, seed, run))
+                export_run(run, out, command(variant, seed))
             else:
                 out.mkdir(parents=True)
                 for name in FILES:
                     shutil.copyfile(run / name, out / name)
-                write_atomic(out / "COMMAND", command(variant, seed, run) + "\n")
+                write_atomic(out / "COMMAND", command(variant, seed) + "\n")
             if variant == "sta":
                 torch.save(traversal(run), out / "traversal.pt")
             print(f"published {run} -> {out}")
