@@ -20,9 +20,9 @@ __all__ = ["flatten_metrics", "QUANTITIES", "Target", "BOOK_TARGETS", "BOOK_MINU
 
 #: what the book calls each number of a results file; ``{name}`` is a transformation
 QUANTITIES = {
-    "ratio_x0_{name}": "error over x_0",                      # the rollout's error / predicting x_t = x_0
-    "ratio_{name}": "error over decoded z_0",                 # / decoding z_0 at every step
-    "floor_ratio_{name}": "error over the x_0 floor",         # / the error of decoding the encoding of x_0
+    "ratio_x0_{name}": "error over $x_0$",                      # the rollout's error / predicting x_t = x_0
+    "ratio_{name}": "error over decoded $z_0$",                 # / decoding z_0 at every step
+    "floor_ratio_{name}": "error over the $x_0$ floor",         # / the error of decoding the encoding of x_0
     "per_frame_floor_ratio_{name}": "error over the per-frame floor",   # / the decoder's best drawing of each frame
     "recognition_{name}": "recognition ratio",                # digits read in predictions / in the true frames
     "recognition_floor_{name}": "recognition floor",          # the same for the reconstruction of x_0
@@ -71,7 +71,7 @@ def flatten_metrics(result: dict) -> dict[str, float]:
 
 
 def quantity(key: str) -> str:
-    """The book's name of a results key: ``"ratio_x0_rotate"`` -> ``"rotate: error over x_0"``."""
+    """The book's name of a results key: ``"ratio_x0_rotate"`` -> ``"rotate: error over $x_0$"``."""
     if key in QUANTITIES:
         return QUANTITIES[key]
     for pattern, label in QUANTITIES.items():
@@ -113,7 +113,8 @@ class Target:
             return f"≥ {self.bound:g}"
         if self.kind == "every_seed":
             return "every seed"
-        return f"{'lower' if self.lower_is_better else 'higher'} than {self.other}, > 2 SE"
+        other = MODEL_NAMES.get(self.other, self.other)
+        return f"{'lower' if self.lower_is_better else 'higher'} than {other}, > 2 SE"
 
 
 #: the targets of the book preset (held-out test digits, three seeds)
@@ -127,6 +128,10 @@ BOOK_TARGETS = (
     Target("sequence_nats_k100", "lead", other="vae"),
     Target("matched_share", "lead", other="dense"),
 )
+
+#: how the targets name the models STA is compared with
+MODEL_NAMES = {"vae": "VAE", "dense": "dense speeds", "potential_only": "potential only",
+               "rotational_only": "rotational only"}
 
 #: the cost target: minutes per seed on one quiet CPU thread (seconds per iteration x steps)
 BOOK_MINUTES = 25.0
@@ -174,11 +179,12 @@ def check_targets(results: dict, targets=BOOK_TARGETS, variant: str = "sta") -> 
             if target.kind == "lead":
                 v = lead(results, key, target.other, variant)
                 if v is None:
-                    row["text"] = f"not checked: fewer than two seeds of {target.other} or STA"
+                    row["text"] = f"not checked: fewer than two seeds of {MODEL_NAMES.get(target.other)} or STA"
                 else:
                     digits = 1 if "nats" in key else 3
                     row |= {"value": v["difference"], "z": v["z"], "met": v["met"],
-                            "text": f"STA − {target.other}: {v['difference']:+.{digits}f} ({v['z']:+.1f} SE)"}
+                            "text": f"STA − {MODEL_NAMES.get(target.other, target.other)}: "
+                                    f"{v['difference']:+.{digits}f} ({v['z']:+.1f} SE)"}
             elif s is None:
                 row["text"] = "not measured"
             elif target.kind == "every_seed":

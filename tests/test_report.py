@@ -22,8 +22,8 @@ def s(mean, std=0.0, n=3):
 
 
 def test_every_results_key_has_one_name():
-    assert report.quantity("ratio_x0_rotate") == "rotate: error over x_0"
-    assert report.quantity("ratio_rotate") == "rotate: error over decoded z_0"
+    assert report.quantity("ratio_x0_rotate") == "rotate: error over $x_0$"
+    assert report.quantity("ratio_rotate") == "rotate: error over decoded $z_0$"
     assert report.quantity("recognition_floor_hue") == "hue: recognition floor"
     assert report.quantity("per_frame_floor_ratio_scale") == "scale: error over the per-frame floor"
     assert report.quantity("matched_share") == "matched share"
