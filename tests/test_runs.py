@@ -291,6 +291,8 @@ def test_eval_on_the_validation_split_with_the_digit_classifier(run, capsys):
     assert result["split"] == "val" and (run / "eval.json").exists()
     for name, v in result["equivariance"].items():
         assert v["identity_x0_mae"] > 0 and v["floor_mae"] > 0
-        assert 0 <= result["recognition"][name]["ratio"] and f"{name}: error / identity" in printed
+        assert 0 <= result["recognition"][name]["ratio"] and f"{name}: error over x_0" in printed
+        assert "per_frame_floor_mae" in result["equivariance"][name] and "floor_ratio" in result["recognition"][name]
+    assert "identity" not in printed                 # the baselines by their names: over x_0, over decoded z_0
     assert "matched share" in printed
     _refused(["eval", str(run), "--recognition", "--recognition-steps", "0"], capsys, "--recognition-steps")
