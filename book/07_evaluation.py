@@ -649,22 +649,14 @@ above read the same speed vectors from another side. {" ".join(other_view)}
 # **not a finding**: not evidence of no difference, just not evidence of one. With two or three seeds the
 # standard deviations are themselves rough, so even a finding at two or three standard errors is a first
 # reading, and among the dozens of comparisons below a few near two standard errors would turn up by chance
-# alone. A few functions read the results files:
+# alone. `stabook.report` reads the results files: `stat` (mean, standard deviation and count of a number over
+# seeds), `pm` (the same as text) and `verdict` (a difference by this standard). For example, STA against dense
+# speeds on the matched share at the book preset:
 
 # %%
-def stat(res, variant, key):
-    return res["variants"][variant]["summary"][key]
-
-
-def pm(res, variant, key, digits=2):
-    s = stat(res, variant, key)
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-
-
-def verdict(res, a, b, key):
-    sa, sb = stat(res, a, key), stat(res, b, key)
-    return metrics.difference_verdict(sa["mean"], sa["std"], sa["n"],
-                                      sb["mean"], sb["std"], sb["n"])
+stat, pm, verdict = report.stat, report.pm, report.verdict
+print(f"{pm(BOOK, 'sta', 'matched_share')} against {pm(BOOK, 'dense', 'matched_share')}:",
+      verdict(BOOK, "sta", "dense", "matched_share"))
 
 
 # %% [markdown]
@@ -774,27 +766,12 @@ METRICS = {"ratio_rotate": "rotate ratio (lower is better)",
 OTHERS = [v for v in results["variants"] if v != "sta"]
 
 
-def verdict_table(res):
-    lines = ["| STA minus | " + " | ".join(baselines.LABELS[v] for v in OTHERS) + " |",
-             "|---" * (len(OTHERS) + 1) + "|"]
-    for key, label in METRICS.items():
-        row = []
-        for other in OTHERS:
-            if key not in res["variants"][other]["summary"]:
-                row.append("-")
-                continue
-            v = verdict(res, "sta", other, key)
-            cell = f"{v['difference']:+.2f} ({v['z']:+.1f} SE)"
-            row.append(f"**{cell}**" if v["finding"] else cell)
-        lines.append(f"| {label} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
 for res in (results, results_full):
     caption = (f"**{res['steps']:,} steps**: differences of means, STA minus each "
                "model, in standard errors of the difference; findings (beyond 2 SE) "
                "in bold")
-    display(Markdown(caption + "\n\n" + verdict_table(res)))
+    display(Markdown(caption + "\n\n" + report.verdict_table(res, OTHERS, METRICS,
+                                                             baselines.LABELS)))
 
 # %% tags=["hide-input"]
 FLOW = [v for v in results["variants"] if v != "vae"]
@@ -944,12 +921,7 @@ others_separate = [v for v in ("potential_only", "rotational_only")
                    if verdict(f, "sta", v, k)["finding"]]
 
 
-def by_chance(count, n, threshold=2.0):
-    # how many of n differences would pass the threshold by chance alone if no model
-    # differed (z normal), and whether `count` is within that (binomial tail > 5%)
-    p = math.erfc(threshold / math.sqrt(2))
-    tail = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(count, n + 1))
-    return n * p, tail > 0.05
+by_chance = report.by_chance     # findings against chance, stabook.report
 
 
 n_kinds_full = sum(k in f["variants"][o]["summary"]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from .metrics import difference_verdict, own_fields
 
 __all__ = ["flatten_metrics", "QUANTITIES", "Target", "BOOK_TARGETS", "BOOK_MINUTES", "quantity", "stat", "pm", "lead",
-           "check_targets", "cost_row", "targets_table", "tally", "seed_table", "validation_table"]
+           "check_targets", "cost_row", "targets_table", "tally", "seed_table", "validation_table", "verdict",
+           "verdict_table", "by_chance"]
 
 #: what the book calls each number of a results file; ``{name}`` is a transformation
 QUANTITIES = {
@@ -261,3 +262,46 @@ def validation_table(trials: list[dict], names, base: dict | None = None) -> str
         lines.append(f"| {t['run']} | {change(t)} | {t['seed']} | {t['steps']:,} | {three(t, 'error_over_x0')} "
                      f"| {three(t, 'recognition_ratio')} | {t['matched_share']:.2f} | {kl} |")
     return "\n".join(lines)
+
+
+def verdict(results: dict, a: str, b: str, key: str) -> dict:
+    """:func:`stabook.metrics.difference_verdict` of variant ``a`` minus variant ``b`` on ``key``, read from a
+    results file's summaries. A KeyError names what the file lacks."""
+    sa, sb = stat(results, a, key), stat(results, b, key)
+    if sa is None or sb is None:
+        raise KeyError(f"the results file has no {key!r} for {a if sa is None else b!r}")
+    return difference_verdict(sa["mean"], sa["std"], sa["n"], sb["mean"], sb["std"], sb["n"])
+
+
+def verdict_table(results: dict, others, keys: dict[str, str], labels: dict[str, str], variant: str = "sta",
+                  digits: int = 2) -> str:
+    """A Markdown table of ``variant`` minus each of ``others`` on each key of ``keys`` (key -> row label), as
+    the difference and its size in standard errors; findings (beyond two standard errors) in bold; a dash where a
+    model lacks the number. ``labels`` names the models."""
+    lines = [f"| {labels.get(variant, variant)} minus | " + " | ".join(labels.get(o, o) for o in others) + " |",
+             "|---" * (len(others) + 1) + "|"]
+    for key, label in keys.items():
+        row = []
+        for other in others:
+            if stat(results, other, key) is None or stat(results, variant, key) is None:
+                row.append("-")
+                continue
+            v = verdict(results, variant, other, key)
+            cell = f"{v['difference']:+.{digits}f} ({v['z']:+.1f} SE)"
+            row.append(f"**{cell}**" if v["finding"] else cell)
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def by_chance(count: int, n: int, threshold: float = 2.0) -> tuple[float, bool]:
+    """Findings against chance: if no model differed (each difference's z standard normal), how many of ``n``
+    differences would pass ``threshold`` standard errors (``n p``, ``p = P(|z| > threshold)``), and whether
+    ``count`` findings are within what chance gives (the binomial tail ``P(X >= count) > 0.05``)."""
+    for name, value in (("count", count), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if count > n:
+        raise ValueError(f"count ({count}) cannot exceed n ({n})")
+    p = math.erfc(threshold / math.sqrt(2))
+    tail = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(count, n + 1))
+    return n * p, tail > 0.05

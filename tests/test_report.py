@@ -73,3 +73,24 @@ def test_what_cannot_be_checked_is_said_not_guessed():
     with pytest.raises(ValueError, match="minutes must be"):
         report.cost_row(float("nan"))
     assert report.cost_row(24.9)["met"] and not report.cost_row(25.1)["met"]
+
+
+def test_findings_against_chance_follow_the_binomial_tail():
+    expected, within = report.by_chance(0, 20)
+    assert expected == pytest.approx(20 * 0.0455, abs=1e-3) and within      # P(|z| > 2) = 4.55%
+    assert report.by_chance(2, 20)[1] and not report.by_chance(4, 20)[1]     # P(X >= 4) = 1.1%
+    with pytest.raises(ValueError, match="cannot exceed"):
+        report.by_chance(3, 2)
+
+
+def test_verdict_table_marks_findings_and_missing_numbers():
+    res = _results({"ratio_x0_rotate": s(0.30, 0.01), "score": s(0.9, 0.01)},
+                   vae={"ratio_x0_rotate": s(0.40, 0.01)}, dense={"ratio_x0_rotate": s(0.305, 0.01)})
+    table = report.verdict_table(res, ["vae", "dense"], {"ratio_x0_rotate": "rotate", "score": "score"},
+                                 {"sta": "STA", "vae": "VAE", "dense": "dense"})
+    lines = table.splitlines()
+    assert lines[0] == "| STA minus | VAE | dense |"
+    assert lines[2] == "| rotate | **-0.10 (-12.2 SE)** | -0.01 (-0.6 SE) |"
+    assert lines[3] == "| score | - | - |"
+    with pytest.raises(KeyError, match="no 'score'"):
+        report.verdict(res, "sta", "vae", "score")
