@@ -477,9 +477,9 @@ KEYS += ["matched_share", "matched_displacement_share", "own_fields"]
 print(f"{BOOK['preset']} preset, {BOOK['steps']:,} steps; seeds "
       f"{sorted(map(int, sta['per_seed']))}; made by {BOOK['command']}")
 display(Markdown(report.seed_table(BOOK, KEYS)))
-summary = sta["summary"]
+sta_summary = sta["summary"]
 for key in KEYS:
-    glue(key, round(summary[key]["mean"], 2), display=False)
+    glue(key, round(sta_summary[key]["mean"], 2), display=False)
 
 # %% [markdown]
 # On every seed the predicted frames keep the digit: the classifier reads it in the predictions almost as
@@ -669,8 +669,8 @@ for name, s in search.items():
 # %% [markdown]
 # Read the last column first: even its best latent draws the scaled and recoloured frames
 # ({glue:text}`harder_scale:.2f` and {glue:text}`harder_hue:.2f` times the error of the best $x_0$) worse
-# than the upright red digit, and rotated ones about as well ({glue:text}`harder_rotate:.2f`). That is why
-# the $x_0$ floor is unfair to scaling and hue. Against the decoder's best, the predictions of rotation,
+# than the upright red digit, and rotated ones less so ({glue:text}`harder_rotate:.2f`). That is why the
+# $x_0$ floor is unfair to the transformed frames, scaling and hue most of all. Against the decoder's best, the predictions of rotation,
 # scaling and hue are off by {glue:text}`over_best_rotate:.2f`, {glue:text}`over_best_scale:.2f` and
 # {glue:text}`over_best_hue:.2f`, about what the encoder's own latent for $x_0$ costs
 # ({glue:text}`own_x0_rotate:.2f`, {glue:text}`own_x0_scale:.2f`, {glue:text}`own_x0_hue:.2f`): the flow adds
@@ -833,10 +833,10 @@ for inv in invertibility.values():
 assert fragile_k > 1 and torch.quantile(fold_at, 0.5) > slab_hi
 # the seed table: the digit kept, and one field per transformation on every seed
 for n in names:
-    assert summary[f"recognition_{n}"]["mean"] > 0.9, n
-    floor = summary[f"recognition_floor_{n}"]["mean"]
-    assert summary[f"recognition_{n}"]["mean"] <= floor + 0.03, n
-assert summary["own_fields"]["mean"] == 1 and summary["own_fields"]["n"] == 3
+    assert sta_summary[f"recognition_{n}"]["mean"] > 0.9, n
+    floor = sta_summary[f"recognition_floor_{n}"]["mean"]
+    assert sta_summary[f"recognition_{n}"]["mean"] <= floor + 0.03, n
+assert sta_summary["own_fields"]["mean"] == 1 and sta_summary["own_fields"]["n"] == 3
 # the share matrices: each transformation on one field (share and displacement share
 # over 0.9 on every seed), a different field per transformation; the fields carried by
 # a transformation differ between seeds; the rest carry (almost) nothing
@@ -875,8 +875,8 @@ for name in names:
     assert s["best"] <= s["predicted"] and s["best x_0"] <= s["floor"]
     assert abs(s["predicted"] / s["best"] - s["floor"] / s["best x_0"]) < 0.15, name
 for name in ("scale", "hue"):
-    assert search[name]["best"] / search[name]["best x_0"] > 1.2, name
-assert search["rotate"]["best"] / search["rotate"]["best x_0"] < 1.2
+    assert search[name]["best"] / search[name]["best x_0"] > 1.5, name
+assert search["rotate"]["best"] / search["rotate"]["best x_0"] < 1.4
 # seed 0's stored traversal is its live one (frames stored as uint8: within one level)
 assert (traversals[0]["frames"].float() / 255 - decoded).abs().max() <= 0.5 / 255 + 1e-6
 # on every seed the matched fields move the digit far more than the unmatched ones
