@@ -887,7 +887,8 @@ for s, stored_traversal in traversals.items():
     matched = list(d["matching"].values())
     idle = [m for m in range(len(fields)) if m not in matched]
     assert move[matched].min() > 3 * move[idle].max(), s
-# the validation log: validation digits only; the beta_flow trials as the text reads them
+# the validation log: validation digits only; the beta_flow trials as the text
+# reads them
 assert all(t["split"] == "val" for t in trials)
 b1, b01, b0 = (by_run[r] for r in
                ("book-seed0-beta1", "val-bf0.1-seed1", "val-bf0-seed1"))

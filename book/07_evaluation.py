@@ -1105,7 +1105,8 @@ assert 0.2 < all_on < 0.3          # about a quarter of training sequences
 # the composition reading: inferred speeds beat the identity baseline in every pair
 assert all(m["inferred"] < m["identity"] for m in mae.values())
 # results/book.json: every variant is the book preset with its overrides, trained for
-# the preset's steps, three seeds of STA and two of each other model, and every summary is the mean and std of its seeds
+# the preset's steps, three seeds of STA and two of each other model, and every
+# summary is the mean and std of its seeds
 book = train.preset("book")
 free = {"seed", "run_dir", "log_every", "ckpt_every", "device", "eval_k"}
 assert set(BOOK["variants"]) == {"sta", "dense", "vae"}
@@ -1157,7 +1158,8 @@ for key, other in leads:
 assert sum(counts.values()) == len(target_rows) == len(status)
 # the reading at the top: the digit kept (recognition at least 0.95 for every
 # transformation), dense speeds share fields on every seed, the VAE has the better frame
-# bound, and STA's error over x_0 is about a third, and about 1.4 times the per-frame floor
+# bound, and STA's error over x_0 is about a third, and about 1.4 times the
+# per-frame floor
 assert all(mean[f"recognition_{n}"] >= 0.95 for n in book_names)
 assert report.stat(BOOK, "dense", "own_fields")["mean"] == 0
 assert verdict(BOOK, "vae", "sta", "frame_nats_k100")["finding"]
