@@ -42,7 +42,7 @@ import torch
 from stabook import data, seed_everything, viz
 
 viz.use_book_style()
-seed_everything(0)
+_ = seed_everything(0)     # the returned generator is not needed here
 
 # %% [markdown]
 # ## Base images

@@ -52,7 +52,7 @@ from stabook import fields, flow, seed_everything, train, viz
 
 viz.use_book_style()
 torch.set_default_dtype(torch.float64)
-seed_everything(0)
+_ = seed_everything(0)     # the returned generator is not needed here
 
 # %% [markdown]
 # ## The density along a flow

@@ -502,9 +502,7 @@ for key in KEYS:
 # Top row: speed shares; bottom row: displacement shares; one column per seed.
 
 # %%
-kinds = [k[:3] for k in train.preset("book").model.n_potential * ["potential"]
-         + train.preset("book").model.n_rotational * ["rotational"]]
-fields = [f"{kind} {i}" for i, kind in enumerate(kinds)]
+fields = [f"{kind[:3]} {i}" for i, kind in enumerate(model.fields.kinds)]
 seeds = sorted(sta["per_seed"], key=int)
 fig, axes = plt.subplots(2, len(seeds), figsize=(4.2 * len(seeds), 5.2))
 for col, s in enumerate(seeds):
