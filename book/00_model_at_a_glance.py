@@ -90,12 +90,15 @@ _ = seed_everything(0)
 #   $\log q_t(z_t) = \log q_{t-1}(z_{t-1}) - \log\lvert\det(I + h J_{w}(z_{t-1}))\rvert$, with $J_w$ the
 #   Jacobian of the weighted field $\sum_m g_t^m v_m$.
 #
-# The figure draws both models for the first three transitions: solid arrows are the generative model, dashed
-# arrows the inference model.
+# The figure draws both models for the first two transitions: on the left the generative model (solid arrows;
+# squares are determined by their parents), on the right the inference model (dashed arrows), in which the
+# encoder reads the first frame and a pair network reads each pair of consecutive frames.
 
 # %%
-fig, ax = plt.subplots(figsize=(11, 6.2))
-diagrams.graphical_model(ax, T=3)
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.2))
+diagrams.graphical_model(axes[0], T=2)
+diagrams.inference_model(axes[1], T=2)
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -133,7 +136,8 @@ plt.show()
 # - \beta_{\text{slab}} \sum_{t,m} \operatorname{KL}_{\text{slab}} - \lambda_{\text{HJ}} R_{\text{HJ}},
 # $$ (eq-glance-objective)
 #
-# with the Hamilton-Jacobi regulariser $R_{\text{HJ}}$ of {ref}`ch-flow`; the weights of the book's training run
+# with the Hamilton-Jacobi regulariser $R_{\text{HJ}}$ of {ref}`ch-flow`; the weights of the two training
+# presets, `tiny` (the tests' and quick experiments') and `book` (the book's reference run, {ref}`ch-training`),
 # are printed below. With every weight 1 and $\lambda_{\text{HJ}} = 0$, $\mathcal J = \mathcal L$. One more
 # condition: with relaxed (soft) spikes in the forward pass the spike term is not the KL of the distribution
 # that was sampled, so these are bounds only with hard or straight-through spikes, which is what the training
@@ -142,18 +146,21 @@ plt.show()
 # %%
 from stabook.train import preset
 
-tiny = preset("tiny").model
-print(f"the tiny preset: beta_flow {tiny.beta_flow}, beta_spike {tiny.beta_spike}, "
-      f"beta_slab {tiny.beta_slab}, lambda_HJ {tiny.lambda_hj}, "
-      f"straight-through spikes {tiny.straight_through}")
+for name in ("tiny", "book"):
+    weights = preset(name).model
+    print(f"the {name} preset: beta_flow {weights.beta_flow}, "
+          f"beta_spike {weights.beta_spike}, beta_slab {weights.beta_slab}, "
+          f"lambda_HJ {weights.lambda_hj}, "
+          f"straight-through spikes {weights.straight_through}")
 
 # %% [markdown]
 # One forward pass computes all of it. The diagram follows the tensors, with their shapes ($B$ sequences of
 # $T$ transitions, latent size $D$, $M$ fields):
 
 # %%
-fig, ax = plt.subplots(figsize=(15, 3.8))
+fig, ax = plt.subplots(figsize=(8.5, 5.6))
 diagrams.pipeline(ax)
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -17,10 +17,21 @@ __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "ani
            "show_readings"]
 
 
-def use_book_style(dpi: int = 72):
-    """Matplotlib settings shared by the chapters: modest resolution (small notebooks), clean axes."""
-    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": 10,
-                         "axes.spines.top": False, "axes.spines.right": False})
+#: the widest figure a chapter draws, in inches: at :func:`use_book_style`'s 96 dpi it fits the book's page column
+#: without being scaled down, so a 10-point label is read at 10 points
+PAGE_WIDTH = 8.5
+
+#: the smallest font size (points) of any text in a figure
+MIN_FONT = 10
+
+
+def use_book_style(dpi: int = 96):
+    """Matplotlib settings shared by the chapters: figures drawn at the page's own scale (96 dpi, at most
+    :data:`PAGE_WIDTH` inches wide), text at least :data:`MIN_FONT` points, clean axes."""
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": 11,
+                         "axes.titlesize": 11, "axes.labelsize": 11, "xtick.labelsize": MIN_FONT,
+                         "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
+                         "figure.titlesize": 12, "axes.spines.top": False, "axes.spines.right": False})
 
 
 def grid_points(n: int = 25, lim: float = 2.5, dtype=None):
@@ -129,9 +140,9 @@ def show_sequences(frames: torch.Tensor, row_labels=None, size: float = 0.9, tit
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if b == 0:
-                ax.set_title(f"t={t}", fontsize=9)
+                ax.set_title(f"t={t}", fontsize=10)
         if row_labels is not None:
-            axes[b, 0].set_ylabel(row_labels[b], fontsize=9, rotation=0, ha="right", va="center")
+            axes[b, 0].set_ylabel(row_labels[b], fontsize=10, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
@@ -176,17 +187,24 @@ def plot_spike_raster(ax, spikes: torch.Tensor, names, speeds: torch.Tensor | No
     return ax
 
 
-def animate_sequences(frames: torch.Tensor, labels=None, size: float = 1.6, interval: int = 300, dpi: int = 60):
-    """Animate sequences ``[B, T + 1, C, H, W]`` side by side; returns a ``FuncAnimation``."""
+def animate_sequences(frames: torch.Tensor, labels=None, size: float = 1.4, interval: int = 300, dpi: int = 60,
+                      columns: int = 6):
+    """Animate sequences ``[B, T + 1, C, H, W]`` in a grid of at most ``columns`` per row; returns a
+    ``FuncAnimation``."""
     B, T1 = frames.shape[:2]
-    fig, axes = plt.subplots(1, B, figsize=(size * B, size * 1.15), squeeze=False, dpi=dpi)
+    cols = min(B, columns)
+    rows = -(-B // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * 1.2 * rows), squeeze=False, dpi=dpi)
     images = []
-    for b, ax in enumerate(axes[0]):
-        images.append(ax.imshow(_to_hwc(frames[b, 0]), cmap="gray", vmin=0, vmax=1))
+    for b, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
+        if b >= B:
+            ax.axis("off")
+            continue
+        images.append(ax.imshow(_to_hwc(frames[b, 0]), cmap="gray", vmin=0, vmax=1))
         if labels is not None:
-            ax.set_title(labels[b], fontsize=9)
+            ax.set_title(labels[b], fontsize=10)
 
     def update(t):
         for b, im in enumerate(images):
@@ -205,9 +223,9 @@ def plot_relaxed_spikes(ax, prob: float, temperature: float, n: int = 20_000, se
         torch.manual_seed(seed)
         y = relaxed_spikes(torch.full((n,), float(np.log(prob / (1 - prob)))), temperature).numpy()
     ax.hist(y, bins=bins, range=(0, 1), density=True, color="tab:purple")
-    ax.set_title(f"p = {prob:.2f}, tau = {temperature:.2f}", fontsize=9)
+    # the share above 1/2 goes in the title, where no bar can cover it
+    ax.set_title(f"p = {prob:.2f}, tau = {temperature:.2f}\nP(y > 1/2) = {(y > 0.5).mean():.2f}", fontsize=10)
     ax.set_yticks([])
-    ax.text(0.5, 0.92, f"P(y > 1/2) = {(y > 0.5).mean():.2f}", transform=ax.transAxes, ha="center", fontsize=8)
     return ax
 
 
@@ -216,11 +234,11 @@ def plot_share_matrix(ax, matrix, row_names, col_names, title: str = ""):
     values = np.asarray(matrix, dtype=float)
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(values.shape[1]))
-    ax.set_xticklabels(col_names, rotation=30, ha="right", fontsize=9)
+    ax.set_xticklabels(col_names, rotation=30, ha="right", fontsize=10)
     ax.set_yticks(range(values.shape[0]))
     ax.set_yticklabels(row_names)
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=9, color="white" if v > 0.6 else "black")
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=10, color="white" if v > 0.6 else "black")
     ax.set_title(title)
     return im
 
@@ -230,7 +248,7 @@ def plot_training_curves(axes, log: list[dict], keys=("recon", "kl_flow", "kl_sp
     steps = [entry["step"] for entry in log]
     for ax, key in zip(np.ravel(axes), keys, strict=False):
         ax.plot(steps, [entry[key] for entry in log], lw=0.8)
-        ax.set_title(key, fontsize=9)
+        ax.set_title(key, fontsize=10)
         ax.set_xlabel("step")
     return axes
 
@@ -248,30 +266,32 @@ def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, 
     ax.set_ylabel("mean |error| per pixel")
     ax.set_title(title, fontsize=10)
     if legend:
-        ax.legend(fontsize=9, frameon=False)
+        ax.legend(fontsize=10, frameon=False)
     return ax
 
 
 def plot_comparison(ax, results: dict, key: str, labels: dict | None = None, title: str = "",
-                    reference: float | None = None):
-    """Bars of ``mean +- std`` over seeds of the summary metric ``key`` for each variant of a comparison, with
-    each seed's value as a dot; ``reference`` draws a horizontal line (e.g. 1 for a ratio to a baseline)."""
-    names, means, stds = [], [], []
+                    reference: float | None = None, names: bool = True):
+    """Horizontal bars of ``mean +- std`` over seeds of the summary metric ``key`` for each variant of a
+    comparison, with each seed's value as a dot (variants top to bottom, labelled unless ``names`` is False);
+    ``reference`` draws a vertical line (e.g. 1 for a ratio to a baseline)."""
+    rows, means, stds = [], [], []
     for variant, entry in results["variants"].items():
         stat = entry["summary"].get(key)
         if stat is None:
             continue
-        names.append((labels or {}).get(variant, variant))
+        rows.append((labels or {}).get(variant, variant))
         means.append(stat["mean"])
         stds.append(stat["std"])
         seeds = _per_seed_values(entry, key)
-        ax.plot([len(names) - 1] * len(seeds), seeds, "k.", ms=4, zorder=3)
-    ax.bar(range(len(names)), means, yerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=3)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=9)
+        ax.plot(seeds, [len(rows) - 1] * len(seeds), "k.", ms=5, zorder=3)
+    ax.barh(range(len(rows)), means, xerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=3)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows if names else [], fontsize=10)
+    ax.invert_yaxis()
     if reference is not None:
-        ax.axhline(reference, color="grey", ls="--", lw=0.8)
-    ax.set_title(title or key, fontsize=10)
+        ax.axvline(reference, color="grey", ls="--", lw=0.8)
+    ax.set_title(title or key, fontsize=11)
     return ax
 
 
@@ -281,12 +301,18 @@ def _per_seed_values(entry: dict, key: str) -> list[float]:
 
 
 def plot_comparison_panels(results: dict, transformations, labels: dict | None = None, title: str = ""):
-    """One :func:`plot_comparison` panel per transformation (equivariance error / identity baseline) and one
-    for the matched share: the figure of a comparison's results."""
-    fig, axes = plt.subplots(1, len(transformations) + 1, figsize=(3.75 * (len(transformations) + 1), 3.2))
-    for ax, name in zip(axes[:-1], transformations, strict=True):
-        plot_comparison(ax, results, f"ratio_{name}", labels, f"{name}: error / identity", reference=1)
-    plot_comparison(axes[-1], results, "matched_share", labels, "matched share")
+    """One :func:`plot_comparison` panel per transformation (the error over decoded ``z_0``, the model standing
+    still) and one for the matched share, two panels to a row: the figure of a comparison's results."""
+    n = len(transformations) + 1
+    rows = -(-n // 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(PAGE_WIDTH, 2.6 * rows), squeeze=False)
+    panels = list(axes.flat)
+    for i, (ax, name) in enumerate(zip(panels, transformations, strict=False)):
+        plot_comparison(ax, results, f"ratio_{name}", labels, f"{name}: error over decoded $z_0$", reference=1,
+                        names=i % 2 == 0)
+    plot_comparison(panels[n - 1], results, "matched_share", labels, "matched share", names=(n - 1) % 2 == 0)
+    for ax in panels[n:]:
+        ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

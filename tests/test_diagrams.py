@@ -18,6 +18,19 @@ def test_the_graphical_model_draws_every_node():
     plt.close(fig)
 
 
+def test_the_inference_model_reads_frames_only():
+    # the encoder reads x_0 and each pair network a frame pair: no later latent is drawn, so none can look
+    # like an input of the pair network
+    fig, ax = plt.subplots()
+    diagrams.inference_model(ax, T=3)
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("pair") == 3 and "$z_0$" in labels and "$z_1$" not in labels
+    assert {"$y_3$", "$s_3$", "$x_3$"} <= set(labels)
+    with pytest.raises(ValueError, match="T must be an int >= 1"):
+        diagrams.inference_model(ax, T=True)
+    plt.close(fig)
+
+
 def test_the_pipeline_names_each_stage():
     fig, ax = plt.subplots()
     diagrams.pipeline(ax)
