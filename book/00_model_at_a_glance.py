@@ -16,6 +16,14 @@
 # (ch-glance)=
 # # The model at a glance
 #
+# ```{admonition} This chapter
+# :class: tip
+# **Teaches** the whole model in one page: what STA assumes generated a sequence of frames, how it infers the latents and
+# speeds back, and the bound it maximises, with a map of which chapter builds each part.
+#
+# **Assumes** basic probability (densities, expectations, the KL divergence) and what a variational autoencoder is.
+# ```
+#
 # This page states the whole model before the chapters build it piece by piece: what STA assumes generated
 # the data, how it reads the data back, and what it maximises. Every symbol is in the notation table at the
 # end of the page, and each part names the chapter that builds it.

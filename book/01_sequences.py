@@ -16,6 +16,14 @@
 # (ch-sequences)=
 # # Sequences of transformations
 #
+# ```{admonition} This chapter
+# :class: tip
+# **Teaches** how the training sequences are made (digits rotated, scaled and recoloured by a few transformations at a
+# time), their statistics, and why sparsity in time lets a model separate transformations without labels.
+#
+# **Assumes** nothing beyond the overview ({ref}`ch-glance`); a little PyTorch.
+# ```
+#
 # STA learns from sequences $x_0, x_1, \dots, x_T$ in which an object undergoes a few transformations at a
 # time {cite}`song2024sta`: a digit rotates for a few frames, then rotates and grows, then changes colour. This
 # chapter builds those sequences, looks at their statistics, and explains why *sparsity in time* (few
@@ -114,8 +122,8 @@ batch = gen.sample(512, generator=torch.Generator().manual_seed(2))
 print("frames", tuple(batch.frames.shape),
       "| spikes and speeds", tuple(batch.spikes.shape))
 
-fig, axes = plt.subplots(1, 4, figsize=(13, 2.2))
-for i, ax in enumerate(axes):
+fig, axes = plt.subplots(2, 2, figsize=(8.5, 3.6))
+for i, ax in enumerate(axes.flat):
     viz.plot_spike_raster(ax, batch.spikes[i], batch.names, speeds=batch.speeds[i],
                           title=f"sequence {i}")
 plt.tight_layout()
@@ -157,7 +165,7 @@ for t in range(T):
     print(f"{t + 1:4d}  {on[t].mean():11.4f}  {sim_on[t]:9.4f}   "
           + "  ".join(f"{p:.3f}" for p in count[t]))
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0))
 steps = range(1, T + 1)
 axes[0].plot(steps, on.mean(1), "o-", label="exact, with rejection")
 axes[0].plot(steps, sim_on, "x", ms=9, label="simulated (100,000 sequences)")
@@ -195,7 +203,7 @@ active = big.speeds[big.spikes > 0]
 total_rotation = 20.0 * big.speeds[..., 0].sum(1)
 print(f"active speeds: mean {active.mean():.3f}, "
       f"mean |speed - 1| {(active - 1).abs().mean():.3f} (Laplace scale 0.1)")
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0))
 axes[0].hist(active.numpy(), bins=60, density=True)
 axes[0].set_xlabel("speed of an active step (units of the step size)")
 axes[1].hist(total_rotation.numpy(), bins=100)
@@ -242,7 +250,7 @@ print(f"fields active per step: true basis {active_true:.2f}, "
       f"mixed basis {active_mixed:.2f}")
 print(f"share of frame pairs in which exactly one transformation acts: {alone:.2f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.0))
 panels = [(axes[0], g, "true basis"), (axes[1], g_mixed, "mixed basis (45 degrees)")]
 for ax, values, name in panels:
     ax.scatter(values[:3000, 0], values[:3000, 1], s=3, alpha=0.3)

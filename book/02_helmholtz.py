@@ -16,6 +16,16 @@
 # (ch-helmholtz)=
 # # Two kinds of motion: the Helmholtz decomposition
 #
+# ```{admonition} This chapter
+# :class: tip
+# **Teaches** the two kinds of vector field STA uses, potential (curl-free) and rotational (divergence-free), how to
+# build each so that it is exactly what it claims, how divergence is computed and estimated, and the continuity
+# equation that says what a field does to a density.
+#
+# **Assumes** multivariable calculus (gradient, divergence, Jacobian) and a little linear algebra (symmetric and
+# antisymmetric matrices).
+# ```
+#
 # STA moves a probability distribution over latents $z \in \R^D$ along learned vector fields
 # {cite}`song2024sta`. Each field is one of two kinds, and this chapter is about why those two kinds, and
 # how to build each one so that it is *exactly* what it claims to be.
@@ -24,7 +34,7 @@
 # enough) splits into three parts {cite}`bhatia2013helmholtz`:
 #
 # $$
-# v \;=\; \underbrace{\nabla \phi}_{\text{curl-free}} \;+\; \underbrace{r}_{\text{divergence-free},\ \nabla\cdot r = 0} \;+\; \underbrace{h}_{\text{harmonic}} .
+# v \;=\; \underbrace{\nabla \phi}_{\text{curl-free}} \;+\; \underbrace{r}_{\text{divergence-free},\ \nabla\cdot r = 0} \;+\; \underbrace{c}_{\text{harmonic}} .
 # $$
 #
 # * A **potential** (curl-free) field $\nabla\phi$ pushes mass downhill or uphill on a landscape: it
@@ -95,13 +105,13 @@ rot_part = torch.stack([
 drift = torch.tensor([0.3, -0.2])
 v = grad_part + rot_part + drift[:, None, None]
 
-fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-viz.plot_field(axes[0], X, Y, *grad_part, phi, "potential part  $\\nabla\\phi$",
+fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.3))
+viz.plot_field(axes[0], X, Y, *grad_part, phi, "potential $\\nabla\\phi$",
                background_label="$\\phi$")
 viz.plot_field(axes[1], X, Y, *rot_part, psi,
-               "rotational part  $(\\partial_y\\psi, -\\partial_x\\psi)$",
+               "rotational $(\\partial_y\\psi, -\\partial_x\\psi)$",
                background_label="$\\psi$")
-viz.plot_field(axes[2], X, Y, *v, None, "their sum, plus the drift $c$")
+viz.plot_field(axes[2], X, Y, *v, None, "sum, plus drift $c$")
 plt.tight_layout()
 plt.show()
 
@@ -132,7 +142,7 @@ errors = {
 for name, err in errors.items():
     print(f"max error of the recovered {name:22s}: below 1e-12? {err < 1e-12}")
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8))
 viz.plot_field(axes[0], X, Y, *parts.gradient, parts.potential,
                "recovered gradient part", background_label="$\\phi$")
 viz.plot_field(axes[1], X, Y, *parts.solenoidal, parts.stream,
@@ -180,7 +190,7 @@ with torch.no_grad():  # scale the random fields up, to make their motion visibl
     rot2.H.w.mul_(3.0)
 
 Xg, Yg, pts = viz.grid_points(25, 2.5)
-fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.6))
 panels = [(axes[0], pot2, "PotentialField"), (axes[1], rot2, "RotationalField")]
 for ax, field, name in panels:
     with torch.no_grad():
@@ -279,7 +289,7 @@ print(f"potential field: cell areas change by factors from {growth.min().item():
       f"to {growth.max().item():.1f}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.4))
 for ax, name in zip(axes[:2], ["potential", "rotational"], strict=True):
     end = results[name]["path"][-1]
     cells = results[name]["change"].reshape(side - 1, side - 1)
@@ -413,7 +423,7 @@ def draw_mix(ax, mix, vlim):
 
 
 shared_vlim = fields.divergence(pot2, pts).abs().max().item()   # largest at lambda = 0
-fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.0))
 mix_div = {mix: draw_mix(ax, mix, shared_vlim)
            for ax, mix in zip(axes, [0.0, 0.5, 1.0], strict=True)}
 plt.tight_layout()
@@ -493,8 +503,8 @@ print("all checks passed")
 # %% [markdown]
 # **Exercise 2.1** *(change a number and predict)* The Hutchinson estimate of the Laplacian above
 # averaged 20000 probes. Predict the standard error of the mean with 5000 probes instead, then check.
-# Then predict the standard deviation of a *single* probe from the Hessian alone, using the formula
-# $\operatorname{Var}(\varepsilon^\top H \varepsilon) = 2\sum_{i \neq j} H_{ij}^2$ for Rademacher probes
+# Then predict the standard deviation of a *single* probe from the Hessian $B$ alone, using the formula
+# $\operatorname{Var}(\varepsilon^\top B \varepsilon) = 2\sum_{i \neq j} B_{ij}^2$ for Rademacher probes
 # (derived in Exercise 2.3).
 
 # %% tags=["hide-cell"]
@@ -555,9 +565,9 @@ assert torch.allclose(div_sym, formula)
 # antisymmetric matrix $S$ and smooth $H$, that $H$ is conserved along the flow of $S\nabla H$, and that
 # for a general $S$ only the symmetric part of $S$ contributes to the divergence. (b) Show that in 2-D
 # the fields $S\nabla H$ are exactly the stream-function fields $(\partial_2\psi, -\partial_1\psi)$.
-# (c) For Rademacher probes $\varepsilon$ (independent random signs) and a symmetric matrix $H$, show
-# that $\E[\varepsilon^\top H\varepsilon] = \operatorname{tr} H$ and
-# $\operatorname{Var}(\varepsilon^\top H\varepsilon) = 2\sum_{i\neq j} H_{ij}^2$.
+# (c) For Rademacher probes $\varepsilon$ (independent random signs) and a symmetric matrix $B$, show
+# that $\E[\varepsilon^\top B\varepsilon] = \operatorname{tr} B$ and
+# $\operatorname{Var}(\varepsilon^\top B\varepsilon) = 2\sum_{i\neq j} B_{ij}^2$.
 #
 # ```{admonition} Solution
 # :class: dropdown
@@ -580,16 +590,16 @@ assert torch.allclose(div_sym, formula)
 # $S\nabla H = s(\partial_2 H, -\partial_1 H)$, the stream-function field with $\psi = sH$. Conversely
 # any stream-function field is of this form with $s = 1$, $H = \psi$.
 #
-# (c) $\varepsilon^\top H \varepsilon = \sum_i H_{ii}\varepsilon_i^2 + \sum_{i\neq j} H_{ij}\varepsilon_i\varepsilon_j$.
-# Since $\varepsilon_i^2 = 1$, the first sum is exactly $\operatorname{tr} H$, and each term of the
+# (c) $\varepsilon^\top B \varepsilon = \sum_i B_{ii}\varepsilon_i^2 + \sum_{i\neq j} B_{ij}\varepsilon_i\varepsilon_j$.
+# Since $\varepsilon_i^2 = 1$, the first sum is exactly $\operatorname{tr} B$, and each term of the
 # second has mean zero, which gives the mean. The variance is that of the second sum,
 #
 # $$
-# \E\Big[\Big(\sum_{i\neq j} H_{ij}\varepsilon_i\varepsilon_j\Big)^2\Big]
-# = \sum_{i\neq j}\sum_{k\neq l} H_{ij}H_{kl}\,\E[\varepsilon_i\varepsilon_j\varepsilon_k\varepsilon_l] ,
+# \E\Big[\Big(\sum_{i\neq j} B_{ij}\varepsilon_i\varepsilon_j\Big)^2\Big]
+# = \sum_{i\neq j}\sum_{k\neq l} B_{ij}B_{kl}\,\E[\varepsilon_i\varepsilon_j\varepsilon_k\varepsilon_l] ,
 # $$
 #
 # and the expectation is $1$ when $\{k, l\} = \{i, j\}$ and $0$ otherwise: two terms per pair,
-# $2\sum_{i\neq j}H_{ij}^2$. The diagonal never adds noise, which is why random signs beat Gaussian
-# probes (whose variance is $2\sum_{ij}H_{ij}^2$, diagonal included).
+# $2\sum_{i\neq j}B_{ij}^2$. The diagonal never adds noise, which is why random signs beat Gaussian
+# probes (whose variance is $2\sum_{ij}B_{ij}^2$, diagonal included).
 # ```

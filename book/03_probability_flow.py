@@ -16,6 +16,15 @@
 # (ch-flow)=
 # # Moving probability: the flow and its density
 #
+# ```{admonition} This chapter
+# :class: tip
+# **Teaches** how a distribution is moved along the fields and how its density follows by the change of variables (three
+# ways to compute the log-determinant), what happens when a step folds space, what the Hamilton-Jacobi
+# regulariser does, and diffusion as one more probability flow.
+#
+# **Assumes** the fields of chapter 2 ({ref}`ch-helmholtz`) and the change-of-variables formula for densities.
+# ```
+#
 # STA does not move single latent points: it moves a *distribution*. The encoder gives
 # $q(z_0 \mid x_0)$, and each transition pushes it along the fields of {ref}`ch-helmholtz`, with the
 # speeds $g_t$ that {ref}`ch-sparse` infers from the frames,
@@ -110,7 +119,7 @@ with torch.no_grad():
               f"median |KDE - predicted| {gap.abs().median().item():.3f}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.2))
 for ax, name in zip(axes[:2], ["potential", "rotational"], strict=True):
     r = pushed[name]["result"]
     sc = ax.scatter(r.z[:4000, -1, 0], r.z[:4000, -1, 1], c=r.log_q[:4000, -1], s=2,
@@ -293,7 +302,7 @@ for name, s in stats.items():
           f"excess path length {s['excess']:.4f}, speed variation {s['speed']:.3f}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.2))
 for ax, (name, s) in zip(axes, stats.items(), strict=True):
     p = s["paths"][:, :60]
     ax.plot(torch.stack([start[:60, 0], straight_end[:60, 0]]),
@@ -305,7 +314,7 @@ for ax, (name, s) in zip(axes, stats.items(), strict=True):
     ax.set_aspect("equal")
 axes[0].plot([], [], "r:", label="straight line at the initial velocity")
 axes[0].plot([], [], "k.", label="positions at t = 0, 0.25, ..., 1")
-axes[0].legend(loc="lower left", fontsize=9)
+axes[0].legend(loc="lower left")
 plt.show()
 
 # %% [markdown]
@@ -361,11 +370,11 @@ print("lambda_HJ of the presets:", lambda_hj)
 # %% [markdown]
 # ## The heat equation as a probability flow
 #
-# FFRL's prior moves the prior density by diffusion, $\partial_t p = D\,\Delta p$. Diffusion is random, but its
+# FFRL's prior moves the prior density by diffusion, $\partial_t p = \kappa\,\Delta p$ (diffusion constant $\kappa$). Diffusion is random, but its
 # marginals are also carried by a deterministic flow, the *probability flow*: writing
-# $D\Delta p = \nabla\cdot(D\nabla p) = -\nabla\cdot(p\, v)$ gives $v = -D\,\nabla\log p$, a potential flow with
-# potential $-D\log p$. Started at $\mathcal N(0, \sigma_0^2 I)$ it stays Gaussian with variance
-# $\sigma_0^2 + 2Dt$, and $v = D z / (\sigma_0^2 + 2Dt)$: particles move outward, more slowly as the
+# $\kappa\Delta p = \nabla\cdot(\kappa\nabla p) = -\nabla\cdot(p\, v)$ gives $v = -\kappa\,\nabla\log p$, a potential flow with
+# potential $-\kappa\log p$. Started at $\mathcal N(0, \sigma_0^2 I)$ it stays Gaussian with variance
+# $\sigma_0^2 + 2\kappa t$, and $v = \kappa z / (\sigma_0^2 + 2\kappa t)$: particles move outward, more slowly as the
 # distribution spreads. `flow.HeatFlow` implements it; we integrate particles and compare.
 
 # %%

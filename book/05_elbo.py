@@ -16,6 +16,15 @@
 # (ch-elbo)=
 # # The bound we maximise
 #
+# ```{admonition} This chapter
+# :class: tip
+# **Teaches** how the pieces become one model and one objective: the ELBO term by term, the flow KLs and why they keep a
+# bound, and the whole forward pass written from scratch and checked against the package.
+#
+# **Assumes** chapters 2 to 4 ({ref}`ch-helmholtz`, {ref}`ch-flow`, {ref}`ch-sparse`) and the evidence lower bound of a
+# variational autoencoder.
+# ```
+#
 # The previous chapters built the pieces: the sequences ({ref}`ch-sequences`), the two kinds of latent
 # fields ({ref}`ch-helmholtz`), the flow of a distribution with its exact log-determinants ({ref}`ch-flow`),
 # and the spike-and-slab speeds ({ref}`ch-sparse`). This chapter puts them together into one model,
@@ -105,7 +114,7 @@ def show_statement(fragment):
 a, s, x_obs = 1.5, 0.7, torch.tensor([1.2], dtype=torch.float64)
 post_mean, post_var = gaussian_toy_posterior(x_obs, a, s)
 means = torch.linspace(-0.5, 1.5, 201, dtype=torch.float64)
-fig, ax = plt.subplots(figsize=(11, 4.5))
+fig, ax = plt.subplots(figsize=(8.5, 3.8))
 exact_log_px = None
 for scale in [0.25, 1.0, 3.0]:
     var = (scale * post_var).expand_as(means)
@@ -542,15 +551,18 @@ panels = [("spike probability rho", relaxed["rho"], 1.0),
           ("straight-through spike y", hard["spikes"], 1.0),
           ("slab s", hard["slabs"], None),
           ("speed g = y s", hard["speeds"], None)]
-fig, axes = plt.subplots(1, 5, figsize=(15, 3.6), sharey=True)
-for ax, (title, values, top) in zip(axes, panels, strict=True):
+fig, axes = plt.subplots(2, 3, figsize=(8.5, 5.4))
+axes = axes.flat
+axes[5].axis("off")
+for ax, (title, values, top) in zip(axes, panels, strict=False):
     low = None if top is None else 0.0
     image = ax.imshow(values[0].detach().T, aspect="auto", vmin=low, vmax=top)
     fig.colorbar(image, ax=ax, fraction=0.08)
     ax.set_title(title)
     ax.set_xlabel("transition t")
     ax.set_xticks(range(8), [str(t) for t in range(1, 9)])
-axes[0].set_ylabel("field m")
+for ax in (axes[0], axes[3]):
+    ax.set_ylabel("field m")
 plt.tight_layout()
 plt.show()
 print("field 0, t = 1..8")

@@ -21,6 +21,7 @@
 # **Teaches** how STA is trained (a training loop in thirty lines, then the package's trainer and command
 # line), and how to read what a trained model learned: which field carries which transformation, how well the
 # flow predicts frames, whether the digit survives, and how much of the error is the decoder's.
+#
 # **Assumes** the objective of chapter 5 ({ref}`ch-elbo`), the sequences of chapter 1 ({ref}`ch-sequences`)
 # and the change of variables of chapter 3 ({ref}`ch-flow`).
 # ```

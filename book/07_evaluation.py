@@ -12,16 +12,16 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # (ch-evaluation)=
 # # Did it learn the transformations?
 #
 # ```{admonition} This chapter
 # :class: tip
-# **Teaches** how to judge a trained STA: the book's targets and whether three seeds meet them, importance-
-# weighted likelihood bounds, step-by-step prediction errors, composition of two transformations, and what an
-# ablation study can and cannot tell with a few seeds.
+# **Teaches** how to judge a trained STA: the book's targets and whether three seeds meet them,
+# importance-weighted likelihood bounds, step-by-step prediction errors, composition of two transformations,
+# and what an ablation study can and cannot tell with a few seeds.
+#
 # **Assumes** the objective of chapter 5 ({ref}`ch-elbo`), the runs and measures of chapter 6
 # ({ref}`ch-training`), and a standard error of a mean.
 # ```

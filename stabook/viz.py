@@ -224,7 +224,8 @@ def plot_relaxed_spikes(ax, prob: float, temperature: float, n: int = 20_000, se
         y = relaxed_spikes(torch.full((n,), float(np.log(prob / (1 - prob)))), temperature).numpy()
     ax.hist(y, bins=bins, range=(0, 1), density=True, color="tab:purple")
     # the share above 1/2 goes in the title, where no bar can cover it
-    ax.set_title(f"p = {prob:.2f}, tau = {temperature:.2f}\nP(y > 1/2) = {(y > 0.5).mean():.2f}", fontsize=10)
+    ax.set_title(f"$\\rho$ = {prob:.2f}, $\\tau$ = {temperature:.2f}\n$P(y > 1/2)$ = {(y > 0.5).mean():.2f}",
+                 fontsize=10)
     ax.set_yticks([])
     return ax
 

@@ -131,3 +131,95 @@ def test_code_fits_the_page(nb):
 def test_jupyter_book_is_bounded_below_2():
     req = (ROOT / "requirements.txt").read_text()
     assert re.search(r"jupyter-book\s*>=\s*1\.0\.4\s*,\s*<\s*2", req)
+
+
+def _words(nb_path) -> int:
+    """Words a reader meets on a chapter's page: its Markdown and its generated text (printed and displayed)."""
+    count = 0
+    for cell in _cells(nb_path):
+        if cell["cell_type"] == "markdown":
+            count += len("".join(cell["source"]).split())
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = out.get("text") or data.get("text/markdown") or data.get("text/plain") or ""
+            count += len("".join(text).split())
+    return count
+
+
+def test_the_results_chapters_stay_short():
+    """Chapters 6 and 7 lead with their results and stay within about 7,000 words together; the full tables live
+    in the results appendix."""
+    words = sum(_words(ROOT / "book" / f"{name}.ipynb") for name in ("06_training", "07_evaluation"))
+    assert words <= 7200, f"chapters 6 and 7 hold {words} words"
+
+
+#: a baseline is named "error over x_0" or "error over decoded z_0"; "identity" is allowed only in these senses
+IDENTITY_ALLOWED = ("exactly the identity", "check the identity", "the identity (chapter 1)", "identity matrix",
+                    "identity map")
+
+
+def _reader_texts():
+    """Prose, printed outputs and figure-free page text that a reader meets: chapters' Markdown and outputs, the
+    Markdown pages."""
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(_cells(nb)):
+            if cell["cell_type"] == "markdown":
+                yield f"{nb.name} cell {i}", "".join(cell["source"])
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                yield f"{nb.name} cell {i} output", "".join(out.get("text") or data.get("text/markdown")
+                                                           or data.get("text/plain") or "")
+    for path in (ROOT / "book").glob("*.md"):
+        yield path.name, path.read_text()
+
+
+def test_no_baseline_is_called_identity():
+    found = []
+    for where, text in _reader_texts():
+        for m in re.finditer(r"\bidentity\b(?![_\"'])", text):
+            window = text[max(0, m.start() - 30): m.end() + 20]
+            if not any(allowed in window for allowed in IDENTITY_ALLOWED):
+                found.append(f"{where}: ...{window!r}...")
+    assert not found, "\n".join(found)
+
+
+def _png_widths(nb_path):
+    import base64
+    import struct
+    for cell in _cells(nb_path):
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                head = base64.b64decode("".join(png)[:64])
+                yield struct.unpack(">I", head[16:20])[0]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_fit_the_page(nb):
+    """Figures are drawn at 96 dpi and at most 8.5 inches wide (plus tight-bounding-box margins), so the page
+    never scales them down and their 10-point labels stay 10 points."""
+    wide = [w for w in _png_widths(nb) if w > 850]
+    assert not wide, f"{nb.name}: figures {wide} px wide"
+
+
+def test_no_figure_text_below_ten_points():
+    sources = [*(ROOT / "book").glob("*.py"), *(ROOT / "stabook").glob("*.py")]
+    small = [f"{p.name}: {m.group(0)}" for p in sources
+             for m in re.finditer(r"fontsize\s*=\s*(\d+(?:\.\d+)?)", p.read_text()) if float(m.group(1)) < 10]
+    assert not small, small
+
+
+@pytest.mark.parametrize("nb", [nb for nb in NOTEBOOKS if re.match(r"0\d_", nb.name)], ids=lambda p: p.name)
+def test_each_chapter_says_what_it_teaches_and_assumes(nb):
+    first = "".join(_cells(nb)[0]["source"])
+    assert "{admonition} This chapter" in first and "**Teaches**" in first and "**Assumes**" in first
+
+
+def test_the_intro_running_time_matches_the_measured_times():
+    times = json.loads((ROOT / "benchmarks" / "results" / "chapter_times.json").read_text())["chapters"]
+    assert {f"{nb.stem}" for nb in NOTEBOOKS} <= set(times), "a chapter has no measured time"
+    claim = re.search(r"runs on a laptop CPU in under\s+(\d+)\s+minutes", (ROOT / "book" / "intro.md").read_text())
+    assert claim, "the intro must state the chapters' running time"
+    slowest = max(t["seconds"] for t in times.values())
+    assert slowest < 60 * int(claim.group(1)), f"the slowest chapter takes {slowest:.0f} s"

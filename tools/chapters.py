@@ -13,13 +13,20 @@ and tags must agree between the two forms; ``pytest`` runs :func:`differences` t
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jupytext
 import nbformat
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
+#: the measured wall time of each chapter's last execution (the intro's running-time claim is checked against it)
+TIMES = BOOK.parent / "benchmarks" / "results" / "chapter_times.json"
 TEXT_FORMAT = "py:percent"
 #: cell metadata that is run-to-run noise (execution timestamps) or editor state, dropped from stored notebooks
 NOISY_CELL_METADATA = ("execution", "collapsed", "scrolled", "ExecuteTime")
@@ -76,15 +83,30 @@ def write(nb, path: Path) -> None:
     path.write_text(nbformat.writes(nb) + "\n")
 
 
-def execute(text: Path, timeout: int = 900) -> None:
-    """Run the chapter from its own folder and store the outputs (no timing metadata is recorded)."""
+def execute(text: Path, timeout: int = 900) -> float:
+    """Run the chapter from its own folder and store the outputs (no timing metadata in the notebook); returns
+    the wall time in seconds, which :func:`record_time` keeps in ``benchmarks/results/chapter_times.json``."""
     from nbclient import NotebookClient
 
     nb = sync(text)
+    start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(BOOK)}}).execute()
+    seconds = time.perf_counter() - start
     clean(nb)
     write(nb, text.with_suffix(".ipynb"))
+    return seconds
+
+
+def record_time(stem: str, seconds: float, path: Path = TIMES) -> None:
+    """Keep the wall time of a chapter's execution (the latest per chapter) with the machine it ran on."""
+    times = json.loads(path.read_text()) if path.exists() else {"chapters": {}}
+    times["chapters"][stem] = {"seconds": round(seconds, 1), "cpus": os.cpu_count(),
+                               "machine": platform.machine(), "python": platform.python_version(),
+                               "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "load_average_1min": round(os.getloadavg()[0], 2)}
+    times["chapters"] = dict(sorted(times["chapters"].items()))
+    path.write_text(json.dumps(times, indent=2) + "\n")
 
 
 def differences(text: Path) -> list[str]:
@@ -130,7 +152,9 @@ def main(argv=None) -> int:
             write(sync(text), text.with_suffix(".ipynb"))
         else:
             print(f"executing {text.stem} ...", flush=True)
-            execute(text)
+            seconds = execute(text)
+            record_time(text.stem, seconds)
+            print(f"{text.stem}: {seconds:.0f} s")
         print(f"{args.command}: {text.with_suffix('.ipynb').name}")
     return 0
 

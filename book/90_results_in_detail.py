@@ -12,7 +12,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # (ch-results-detail)=
 # # Results in detail
