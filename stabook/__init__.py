@@ -10,7 +10,8 @@ One chapter, one module:
 * ``stabook.train``: chapter 6, training on CPU, GPU or several GPUs, and the command line;
 * ``stabook.metrics``, ``stabook.baselines`` and ``stabook.compare``: chapter 7, evaluation, the VAE and the
   ablations, and their comparison over seeds;
-* ``stabook.viz``: figures and animations; ``stabook.runtime``: device and seeding;
+* ``stabook.viz``: figures and animations; ``stabook.explorer``: an interactive field explorer for a static HTML
+  page; ``stabook.runtime``: device and seeding;
   ``stabook.doctor``: ``python -m stabook doctor``, a check of the full-scale path on a machine (GPU or CPU).
 
 Layers, each importing only those below it: ``_checks``, ``runtime`` < ``data``, ``fields`` < ``flow``,
