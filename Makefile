@@ -1,6 +1,6 @@
 PY ?= python
 
-.PHONY: install book test sync execute lint figure clean
+.PHONY: install book test sync execute lint figure clean check-explorer
 
 install:
 	$(PY) -m pip install -r requirements.txt
@@ -20,6 +20,9 @@ execute:  ## sync, re-run every chapter (or CHAPTERS="06 07") and store fresh ou
 lint:
 	ruff check stabook tests tools benchmarks book
 	$(PY) tools/chapters.py check
+
+check-explorer:  ## after `make book`: drive chapter 6's field explorer in headless Chromium (skips without one)
+	$(PY) tools/check_explorer.py _build/html/book/06_training.html
 
 figure:
 	$(PY) tools/readme_figure.py

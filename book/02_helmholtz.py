@@ -289,31 +289,34 @@ print(f"potential field: cell areas change by factors from {growth.min().item():
       f"to {growth.max().item():.1f}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.4))
-for ax, name in zip(axes[:2], ["potential", "rotational"], strict=True):
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), layout="constrained")
+for ax, name in zip(axes, ["potential", "rotational"], strict=True):
     end = results[name]["path"][-1]
     cells = results[name]["change"].reshape(side - 1, side - 1)
     mesh = ax.pcolormesh(end[..., 0], end[..., 1], cells, cmap="RdBu_r",
                          vmin=-1.5, vmax=1.5, edgecolors="none")
     ax.set_title(f"{name} field: lattice at t = {T_end:g}")
     ax.set_aspect("equal")
-plt.colorbar(mesh, ax=axes[:2],
-             label="change of log cell area  (= $-$change of log density)")
+fig.colorbar(mesh, ax=axes, label="change of log cell area")
+plt.show()
+fig, ax = plt.subplots(figsize=(5.5, 3.8))
 for name, marker in [("potential", "o"), ("rotational", "x")]:
-    axes[2].scatter(results[name]["integral"], results[name]["change"], s=4,
-                    marker=marker, label=name)
-axes[2].plot([-1.5, 1.5], [-1.5, 1.5], "k--", lw=0.8)
-axes[2].set_xlabel("integral of div v along the path")
-axes[2].set_ylabel("measured change of log area")
-axes[2].legend()
-axes[2].set_title("continuity equation, checked")
+    ax.scatter(results[name]["integral"], results[name]["change"], s=4,
+               marker=marker, label=name)
+ax.plot([-1.5, 1.5], [-1.5, 1.5], "k--", lw=0.8)
+ax.set_xlabel("integral of div v along the path")
+ax.set_ylabel("change of log cell area")
+ax.legend()
+ax.set_title("continuity equation, checked")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
 # The two agree to the precision printed above: what remains is the error of measuring a curved cell
 # as a straight-edged quadrilateral, which shrinks with the square of the lattice spacing. The
 # rotational field's cells keep their areas to the same precision, while the potential field's change
-# by the factors printed above: the colour scale of the left panel saturates at $\pm 1.5$.
+# by the factors printed above: the colour scale of the left panel saturates at $\pm 1.5$. (A change of log
+# cell area is minus the change of log density.)
 #
 # The same clouds, moving. Colours mark where each particle started, so the rotational field's stirring is
 # visible even though it never compresses the cloud.

@@ -119,23 +119,26 @@ with torch.no_grad():
               f"median |KDE - predicted| {gap.abs().median().item():.3f}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.2))
-for ax, name in zip(axes[:2], ["potential", "rotational"], strict=True):
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), layout="constrained")
+for ax, name in zip(axes, ["potential", "rotational"], strict=True):
     r = pushed[name]["result"]
     sc = ax.scatter(r.z[:4000, -1, 0], r.z[:4000, -1, 1], c=r.log_q[:4000, -1], s=2,
                     cmap="viridis", vmin=-6, vmax=-0.5)
-    ax.set_title(f"{name} flow, coloured by log q")
+    ax.set_title(f"{name} flow, coloured by $\\log q_T$")
     ax.set_aspect("equal")
     ax.set_xlim(-4, 4)
     ax.set_ylim(-4, 4)
-plt.colorbar(sc, ax=axes[:2], label="log q_T")
+fig.colorbar(sc, ax=axes, label="$\\log q_T$")
+plt.show()
+fig, ax = plt.subplots(figsize=(5.5, 4.0))
 for name in ["potential", "rotational"]:
     p = pushed[name]
-    axes[2].scatter(p["result"].log_q[:1000, -1], p["kde"], s=3, label=name)
-axes[2].plot([-7, 0], [-7, 0], "k--", lw=0.8)
-axes[2].set_xlabel("log q_T predicted along the flow")
-axes[2].set_ylabel("log q_T from a kernel density estimate")
-axes[2].legend()
+    ax.scatter(p["result"].log_q[:1000, -1], p["kde"], s=3, label=name)
+ax.plot([-7, 0], [-7, 0], "k--", lw=0.8)
+ax.set_xlabel("$\\log q_T$ predicted along the flow")
+ax.set_ylabel("$\\log q_T$, kernel density estimate")
+ax.legend()
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -274,22 +274,20 @@ def plot_step_errors(ax, curves: dict, first: int = 1, mark: int | None = None, 
 def plot_comparison(ax, results: dict, key: str, labels: dict | None = None, title: str = "",
                     reference: float | None = None, names: bool = True):
     """Horizontal bars of ``mean +- std`` over seeds of the summary metric ``key`` for each variant of a
-    comparison, with each seed's value as a dot (variants top to bottom, labelled unless ``names`` is False);
+    comparison, with each seed's value as a dot, variants top to bottom in the results' order (labelled unless
+    ``names`` is False). A variant without ``key`` keeps its row, empty, so panels side by side line up;
     ``reference`` draws a vertical line (e.g. 1 for a ratio to a baseline)."""
-    rows, means, stds = [], [], []
-    for variant, entry in results["variants"].items():
+    variants = list(results["variants"].items())
+    for row, (_, entry) in enumerate(variants):
         stat = entry["summary"].get(key)
         if stat is None:
             continue
-        rows.append((labels or {}).get(variant, variant))
-        means.append(stat["mean"])
-        stds.append(stat["std"])
+        ax.barh(row, stat["mean"], xerr=stat["std"], color="#9ecae1", edgecolor="#3182bd", capsize=3)
         seeds = _per_seed_values(entry, key)
-        ax.plot(seeds, [len(rows) - 1] * len(seeds), "k.", ms=5, zorder=3)
-    ax.barh(range(len(rows)), means, xerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=3)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(rows if names else [], fontsize=10)
-    ax.invert_yaxis()
+        ax.plot(seeds, [row] * len(seeds), "k.", ms=5, zorder=3)
+    ax.set_yticks(range(len(variants)))
+    ax.set_yticklabels([(labels or {}).get(v, v) for v, _ in variants] if names else [], fontsize=10)
+    ax.set_ylim(len(variants) - 0.5, -0.5)                  # the first variant on top
     if reference is not None:
         ax.axvline(reference, color="grey", ls="--", lw=0.8)
     ax.set_title(title or key, fontsize=11)
