@@ -96,12 +96,9 @@ print(f"{len(images):,} MNIST digits:",
 # spikes. The cell below trains a model smaller than the `tiny` preset's (latent size 8, two potential and two
 # rotational fields, 16 sequences of nine frames per step) on scikit-learn's small digits.
 #
-# * `data.SequenceGenerator` makes the sequences of chapter 1 from its own seeded random stream.
-# * `STA.forward(frames, temperature)` returns every term of chapter 5 per sequence; `.loss` is minus the batch
-#   mean of the weighted objective, in nats per sequence.
-# * `TemperatureSchedule` anneals the relaxed spikes' temperature (chapter 4) from 1 to 0.1 over 80% of the
-#   steps. With `straight_through=True`, as in every preset, the spikes used are exactly 0 or 1; the
-#   temperature only shapes the relaxed sample behind their gradient.
+# `STA.forward(frames, temperature)` returns every term of chapter 5 per sequence, and `.loss` is minus the
+# batch mean of the weighted objective. With `straight_through=True`, as in every preset, the spikes are exactly
+# 0 or 1; the annealed temperature only shapes the relaxed sample behind their gradient.
 
 # %% tags=["nbval-ignore-output"]
 threads = torch.get_num_threads()
@@ -164,9 +161,8 @@ for key in keys[:-1]:
 # be. The spike and slab KLs first fall, as the posterior gives up speeds the fields cannot yet use, then creep
 # back up as the fields become worth paying for.
 #
-# This loop is, at its core, all that `train.train` does. The rest is what a long run needs: a configuration
-# checked before any file is written, gradient clipping and a guard against non-finite updates, a log of every
-# term, atomic checkpoints that resume bit for bit, an evaluation at the end, and DistributedDataParallel.
+# This loop is, at its core, all that `train.train` does; the rest is what a long run needs (checked settings,
+# gradient clipping, logs, atomic checkpoints that resume bit for bit, an evaluation, DistributedDataParallel).
 
 # %% [markdown]
 # ## The presets and the command
@@ -291,11 +287,9 @@ glue("late_recon", round(late["recon"]), display=False)
 # the LogNormal slabs have no upper limit, and the fields' curvature is free. The exact log-determinant puts a
 # barrier at the fold (the flow KL goes to $+\infty$ there), but a large slab or update can jump over it.
 #
-# So we check the trained model. `flow.step_invertibility` returns, per sample, the smallest singular value of
-# $I + hJ_w$ (zero at a fold) and the sign of its determinant, at every step of two flows on 128 test
-# sequences: the *prediction* flow (the encoder mean of $x_0$ moved by the speeds `model.infer_speeds` reads
-# off each frame pair) and the *training* flow (a sample of $z_0$, spikes and slabs, drawn by
-# `model(frames, temperature)`).
+# `flow.step_invertibility` returns the smallest singular value of $I + hJ_w$ (zero at a fold) and the sign of
+# its determinant, here at every step of two flows on 128 test sequences: the *prediction* flow (encoder mean,
+# inferred speeds) and the *training* flow (sampled $z_0$, spikes and slabs).
 
 # %%
 c = model.config
@@ -350,11 +344,10 @@ for label, inv in invertibility.items():
           f"to {s.max().item():.3f}; determinant positive in {positive:.0%}")
 
 # %% [markdown]
-# At every point either flow visits, $I + hJ_w$ is nonsingular with a positive determinant (the checks at the
-# end assert it): every step is *locally* invertible there. That is necessary, not sufficient: two distant
-# latents could still land on the same point. Had a step folded, nothing would have failed loudly; the model
-# would report a wrong density. Exercise 6.2 asks how much faster the fields would have to move before a step
-# folds; a run at another scale should repeat this check.
+# At every point either flow visits, $I + hJ_w$ is nonsingular with a positive determinant: every step is
+# *locally* invertible there (necessary, not sufficient). A fold would not fail loudly, only give a wrong
+# density, so a run at another scale should repeat this check; Exercise 6.2 asks how much faster the fields
+# would have to move before a step folds.
 
 # %% [markdown]
 # (sec-book-seeds)=
@@ -403,7 +396,7 @@ for key in KEYS:
 # %%
 fields = [f"{kind[:3]} {i}" for i, kind in enumerate(model.fields.kinds)]
 seeds = sorted(sta["per_seed"], key=int)
-fig, axes = plt.subplots(2, len(seeds), figsize=(8.5, 5.6))
+fig, axes = plt.subplots(2, len(seeds), figsize=(8.5, 4.4))
 for col, s in enumerate(seeds):
     d = sta["per_seed"][s]["disentanglement"]
     viz.plot_share_matrix(axes[0, col], d["matrix"], names, fields, f"seed {s}: speed")
@@ -596,6 +589,31 @@ titles = [f for f in fields for _ in range(2)]               # [M * 2, 9, C, H, 
 viz.show_animation(viz.animate_sequences(two_digits, labels=titles))
 
 # %% [markdown]
+# (sec-field-explorer)=
+# ### A field explorer
+#
+# Pick a test digit and drag one field's speed: the digit shown is the decoding of its latent moved along that
+# field alone for four steps at that speed (negative speeds run the field backwards). Every frame was decoded
+# by `stabook.explorer` when the page was made and is embedded in it, so the explorer works in the HTML book
+# without a kernel; with scripts off, the page shows the same frames as sheets, one row per field.
+
+# %% tags=["nbval-ignore-output"]
+from IPython.display import HTML
+
+from stabook import explorer
+
+pick = torch.arange(6)                                      # six test digits
+speeds = torch.linspace(-1, 2, 13).round(decimals=4)        # 0 exactly on the grid
+explored = explorer.explorer_frames(model, test_images[pick], speeds, steps=4)
+digit_names = [f"#{i + 1} ({int(labels[splits['test']][i])})" for i in pick]
+role = {m: names[int(k)]                                    # seed 0's matched fields
+        for k, m in sta["per_seed"]["0"]["disentanglement"]["matching"].items()}
+field_names = [f"{f} ({role[m]})" if m in role else f for m, f in enumerate(fields)]
+page = explorer.field_explorer_html(explored, speeds, field_names, digit_names,
+                                    title="Move one field at a time", steps=4)
+HTML(page)
+
+# %% [markdown]
 # (sec-book-preset)=
 # ## Choosing the book preset
 #
@@ -745,6 +763,16 @@ for name in ("scale", "hue"):
 assert search["rotate"]["best"] / search["rotate"]["best x_0"] < 1.4
 # seed 0's stored traversal is its live one (frames stored as uint8: within one level)
 assert (traversals[0]["frames"].float() / 255 - decoded).abs().max() <= 0.5 / 255 + 1e-6
+# the explorer's page holds exactly the package's frames: speed 0 is the reconstruction
+# of each digit, and a nonzero speed is the decoded end of the traversal along that field
+assert torch.equal(explorer.frames_from_html(page), explored)
+with torch.no_grad():
+    z_pick, _ = model.encode(test_images[pick])
+    zero = (model.decode(z_pick) * 255).round()
+    far = model.decode(model.traverse(z_pick, 2, steps=4, speed=float(speeds[-1]))[:, -1])
+at_zero = explored[:, :, int((speeds == 0).nonzero())].float()        # [6, M, C, H, W]
+assert (at_zero - zero[:, None]).abs().max() <= 1
+assert (explored[:, 2, -1].float() - (far * 255).round()).abs().max() <= 1
 # on every seed the matched fields move the digit far more than the unmatched ones
 for s, stored_traversal in traversals.items():
     f = stored_traversal["frames"].float() / 255
@@ -793,18 +821,13 @@ print("all checks passed")
 # ```{admonition} Solution
 # :class: dropdown
 #
-# The objective is $F_\beta(\theta) = A(\theta) - \beta\, K(\theta)$, with $K$ the spike KL and $A$ everything
-# else. Let $\theta_1$ maximise $F_{\beta_1}$ and $\theta_2$ maximise $F_{\beta_2}$, $\beta_2 > \beta_1$. Then
-# $A_1 - \beta_1 K_1 \ge A_2 - \beta_1 K_2$ and $A_2 - \beta_2 K_2 \ge A_1 - \beta_2 K_1$. Adding the two,
-# $(\beta_2 - \beta_1)(K_1 - K_2) \ge 0$, so $K_2 \le K_1$: the spike KL can only fall, and by the first
-# inequality $A$ can only fall with it. So predict a smaller spike KL (a spike posterior closer to the prior's
-# Markov chain, the spikes more often left to the prior's guess) and a smaller $A$, the rest of the
-# objective: the reconstruction minus the KL of $z_0$ and the weighted flow and slab KLs, taken together;
-# the derivation does not say which of these parts pays. The
-# unweighted bound `out.bound` typically falls too: its own weight on the spike KL is 1, and raising
-# $\beta$ from 3 to 10 moves the objective further from it. A finite run of stochastic
-# gradient steps is not an exact optimum, so one run shows the tendency, not a guarantee; and the loop's
-# *loss* rises, simply because each nat of spike KL now costs more.
+# Write the objective as $F_\beta = A - \beta K$, with $K$ the spike KL and $A$ everything else, and let
+# $\theta_1, \theta_2$ maximise it at $\beta_1 < \beta_2$. Then $A_1 - \beta_1 K_1 \ge A_2 - \beta_1 K_2$ and
+# $A_2 - \beta_2 K_2 \ge A_1 - \beta_2 K_1$; adding them gives $(\beta_2 - \beta_1)(K_1 - K_2) \ge 0$, so
+# $K_2 \le K_1$, and by the first inequality $A$ can only fall with it. Predict a smaller spike KL (spikes closer
+# to the prior's chain), a smaller rest of the objective (which part pays, the derivation does not say), and
+# usually a lower unweighted bound, whose own weight on the spike KL is 1. A finite run shows the tendency, not
+# a guarantee; the loop's *loss* rises simply because each nat of spike KL costs more.
 # ```
 
 # %% [markdown]
@@ -852,14 +875,11 @@ assert at["sigma_min"].item() < 1e-3 * below["sigma_min"].item() + 1e-4
 # ```{admonition} Solution
 # :class: dropdown
 #
-# Write $J = Q \Lambda Q^\top$. Then $\det(I + hJ) = \prod_i (1 + h\lambda_i)$ and $\operatorname{tr} J =
-# \sum_i \lambda_i$, so $\log\det(I + hJ) - h\operatorname{tr}J = \sum_i [\log(1 + h\lambda_i) - h\lambda_i]$.
-# Since $\log(1 + x) \le x$ for $x > -1$, with equality only at $x = 0$, every term is $\le 0$, and the sum is
-# zero only if every $\lambda_i = 0$. So the first-order formula always *overstates* how much a step expands
-# space, by $\sum_i [h\lambda_i - \log(1 + h\lambda_i)]$, a gap that grows without bound as the curvature
-# grows. The flow KL rewards $\log\lvert\det\rvert$, so with the first-order formula an optimiser is paid
-# linearly for curvature that buys only a logarithmic expansion, and the payment continues straight through
-# a fold: as $1 + h\lambda_i \to 0$ the true $\log\det \to -\infty$, while $h \operatorname{tr} J$ stays finite.
-# That is the runaway chapter 3 shows ({ref}`ch-flow`), and why this book trains with the exact
-# log-determinant and checks that its steps stay invertible.
+# With $J = Q \Lambda Q^\top$, $\log\det(I + hJ) - h\operatorname{tr}J = \sum_i [\log(1 + h\lambda_i) -
+# h\lambda_i] \le 0$, since $\log(1 + x) \le x$ for $x > -1$ with equality only at $0$. So the first-order
+# formula always *overstates* a step's expansion, by a gap that grows without bound with the curvature. The
+# flow KL rewards $\log\lvert\det\rvert$, so with the first-order formula an optimiser is paid linearly for
+# curvature that buys a logarithmic expansion, straight through a fold: as $1 + h\lambda_i \to 0$ the true
+# $\log\det \to -\infty$ while $h\operatorname{tr}J$ stays finite. That is chapter 3's runaway
+# ({ref}`ch-flow`), and why this book uses the exact log-determinant and checks that its steps stay invertible.
 # ```

@@ -26,13 +26,10 @@
 # ({ref}`ch-training`), and a standard error of a mean.
 # ```
 #
-# The chapter opens with the result: the `book` preset over three seeds against the book's targets, a VAE and
-# dense speeds. It then measures seed 0 (`checkpoints/book-seed0`) in detail, and ends with a study of models
-# that lack one of STA's ingredients. The code is `stabook.metrics` (measurements), `stabook.baselines` (the
-# VAE and the ablations), `stabook.compare` (the comparison runner), `stabook.report` (targets and verdicts)
-# and `stabook.classifier` (the digit reader). Every number in the text is read from the model or the results
-# files. One standard of evidence holds throughout: a difference between two models counts as a finding only
-# beyond about two standard errors of the difference ({ref}`sec-evidence`).
+# It opens with the result, measures seed 0 of the `book` preset in detail, and ends with an ablation study.
+# The code is `stabook.metrics`, `stabook.baselines`, `stabook.compare`, `stabook.report` and
+# `stabook.classifier`. A difference between two models counts as a finding only beyond about two standard
+# errors of the difference ({ref}`sec-evidence`).
 
 # %%
 # On Colab, install this book's package and fetch the files this chapter reads
@@ -94,13 +91,10 @@ print(f"STA, {config.preset} preset, seed {config.seed}, {state['step']:,} steps
 # (sec-book-targets)=
 # ## Results at a glance
 #
-# STA was trained at the book preset with three seeds; dense speeds (every field moves at every step, with a
-# Gaussian speed: no sparsity) and a plain VAE on single frames with STA's encoder and decoder (it predicts by
-# moving its encoding along one latent direction per transformation) with two seeds each, the least that gives
-# a standard error. Each run was evaluated once on the test digits; `results/book.json` collects them. The
-# targets were set before these runs. A target is met when the mean over seeds reaches it, and a lead over
-# another model counts only beyond two standard errors of the difference. The cost is seconds per step on one
-# quiet CPU thread times the preset's steps.
+# STA was trained at the book preset with three seeds, dense speeds (every field moves at every step: no
+# sparsity) and a VAE (STA's encoder and decoder on single frames) with two each, and evaluated once on the
+# test digits (`results/book.json`). The targets were set before these runs; one is met when the mean over
+# seeds reaches it, and a lead counts only beyond two standard errors.
 
 # %%
 BOOK = json.loads(Path("results/book.json").read_text())
@@ -261,12 +255,10 @@ glue("stored_n", stored_seq["n_sequences"], display=False)
 #
 # ```{admonition} Reading these nats against other papers
 # :class: note
-# The decoder is a Bernoulli per pixel on grey values in $[0, 1]$, not a normalised density for continuous
-# pixels {cite}`loaizaganem2019continuous`, so these nats compare models that share this decoder (everything
-# in this chapter) and nothing else. The released code reports a one-sample bound under a Gaussian decoder and
-# adds $\log p(z) - \log q(z \mid x)$ where it should subtract it (see the appendix on the released code), so
-# its numbers cannot be compared with these. Bits per dimension divide by all $3 \times 28 \times 28$ values,
-# including two colour channels that are zero in a red digit: they are small because most pixels are easy.
+# A per-pixel Bernoulli on grey values is not a normalised density {cite}`loaizaganem2019continuous`, so these
+# nats compare only models that share this decoder. The released code reports a one-sample Gaussian bound
+# with a sign error (see the appendix on the released code), so its numbers cannot be compared with these.
+# Bits per dimension are small because most of the $3 \times 28 \times 28$ values are easy zeros.
 # ```
 #
 # ## Equivariance, step by step
@@ -393,10 +385,9 @@ glue("sum_gap", round((rotate_alone + hue_alone - both).abs().max().item(), 2),
 #
 # ## Is each transformation its own field?
 #
-# Chapter 6 showed the speed shares of all three seeds ({ref}`sec-which-field`). Here seed 0's evaluation is
-# repeated live and checked against its stored `eval.json`, and its equivariance error is also given in the
-# released code's form (the absolute error summed over the pixels of every predicted frame and over the steps,
-# averaged over sequences) so that numbers can be compared with it.
+# Chapter 6 showed the speed shares of all three seeds ({ref}`sec-which-field`). Seed 0's evaluation, repeated
+# live and checked against its stored `eval.json`, with the error also in the released code's form (summed over
+# pixels and steps, averaged over sequences):
 
 # %%
 result = metrics.evaluate(model, test_images, config.transformations,
@@ -412,9 +403,8 @@ for name, ev in result["equivariance"].items():
 # %% [markdown]
 # ## STA against its ablations and a VAE
 #
-# `python -m stabook compare` trains STA and the models below with one preset, on the same data with the same
-# batch and number of steps, for several seeds each, evaluates each on the test digits and writes one results
-# file:
+# `python -m stabook compare` trains STA and the models below with one preset, data, batch and budget, several
+# seeds each, and writes one results file:
 #
 # | model | what changes |
 # |---|---|
@@ -422,10 +412,7 @@ for name, ev in result["equivariance"].items():
 # | dense speeds | every field moves at every step, with a Gaussian speed $g \sim \mathcal{N}(\mu, \sigma)$ and prior $\mathcal{N}(0, 1)$: no spikes, so no sparsity, and speeds of either sign |
 # | potential only | 6 potential fields (FFRL-like {cite}`song2023ffrl`, but unsupervised) |
 # | rotational only | 6 rotational (divergence-free) fields |
-# | VAE (one direction) | a plain VAE on single frames with STA's encoder and decoder; it predicts $x_t$ by moving its encoding along one latent direction per transformation (the top singular vector of encoded steps on validation sequences), at a speed read off the encodings of each frame pair |
-#
-# The VAE is told the *name* of the transformation acting in a test sequence, which picks its direction; STA
-# has to infer which fields to move from the frames.
+# | VAE (one direction) | a plain VAE on single frames with STA's encoder and decoder; it moves its encoding along one latent direction per transformation, fitted on validation sequences; it is told which transformation acts, which STA must infer |
 #
 # (sec-evidence)=
 # ### The standard of evidence
@@ -439,10 +426,9 @@ for name, ev in result["equivariance"].items():
 #
 # and it counts as a **finding** only if $\lvert \bar a - \bar b\rvert > 2\,\mathrm{SE}$
 # (`metrics.difference_verdict`). Anything smaller is **not a finding**: not evidence of no difference, just
-# not evidence of one. With two or three seeds the standard deviations are themselves rough, and among dozens
-# of comparisons a few near two standard errors turn up by chance alone (`report.by_chance` counts how many).
-# `stabook.report` reads the results files: `stat` (mean, standard deviation and count over seeds), `pm` (the
-# same as text) and `verdict`. For example, STA against dense speeds on the matched share at the book preset:
+# not evidence of one. With two or three seeds the standard deviations are rough, and among dozens of
+# comparisons a few findings turn up by chance alone (`report.by_chance` counts how many). `stabook.report`
+# reads the results files; for example, STA against dense speeds on the matched share at the book preset:
 
 # %%
 stat, pm, verdict = report.stat, report.pm, report.verdict
@@ -454,11 +440,9 @@ print(verdict(BOOK, "sta", "dense", "matched_share"))
 # (sec-ablation-study)=
 # ## The ablation study at the small preset
 #
-# All five models, three seeds each, were trained with the `tiny` preset: scikit-learn's 8 × 8 digits on the
-# same canvas, a narrower encoder head and decoder, and a budget at which fifteen runs fit on a CPU. None of
-# these runs is the model of the sections above. The table and figure are at the `tiny` preset's own budget;
-# the appendix {ref}`ch-results-detail` holds a shorter budget, the absolute errors, every verdict and the full
-# reading.
+# All five models, three seeds each, at the `tiny` preset (scikit-learn's 8 × 8 digits, a narrower network,
+# fifteen runs that fit on a CPU), at the preset's own budget; {ref}`ch-results-detail` has a shorter budget,
+# every verdict and the full reading.
 
 # %%
 results = json.loads(Path("results/tiny.json").read_text())
