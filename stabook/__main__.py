@@ -29,26 +29,36 @@ def _positive_ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
-def _train_overrides(args) -> list[str]:
-    """The ``--set`` items and the options that set a value, as overrides; a setting given twice is refused
-    (the later one would silently win)."""
+def _train_overrides(args) -> list[tuple[str, str]]:
+    """The ``--set`` items and the options that set a value: ``(key=value, where it came from)``."""
     given = [(item, f"--set {item}") for item in args.set or []]
     for key in ("preset", "steps", "seed", "device", "run_dir", "batch_size"):
         value = getattr(args, key)
         if value is not None and not (args.resume and key == "run_dir"):
             given.append((f"{key}={value}", f"--{key.replace('_', '-')} {value}"))
+    return given
+
+
+def _apply(config, given):
+    """``config`` with every override applied. Each value is checked on its own first, and a setting given twice
+    with different values is refused (the later one would silently win)."""
+    from .train import apply_overrides
+
     seen = {}
     for item, origin in given:
-        key = item.split("=", 1)[0].strip().removeprefix("model.")
-        if key in seen:
-            raise UsageError(f"{key} is given twice ({seen[key]} and {origin}): give each setting once")
-        seen[key] = origin
-    return [item for item, _ in given]
+        apply_overrides(config, [item])                    # each value is checked, even one given twice
+        key, value = (part.strip() for part in item.split("=", 1))
+        key = key.removeprefix("model.")
+        if key in seen and seen[key][0] != value:
+            raise UsageError(f"{key} is given twice with different values ({seen[key][1]} and {origin}): give "
+                             f"each setting once")
+        seen[key] = (value, origin)
+    return apply_overrides(config, [item for item, _ in given])
 
 
 def _train(args) -> int:
     from .runs import read_config
-    from .train import apply_overrides, preset, train
+    from .train import preset, train
 
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it")
@@ -59,10 +69,11 @@ def _train(args) -> int:
         config = read_config(Path(args.resume))
         config.run_dir = str(args.resume)          # the run continues where it lies now, even if it was moved
     else:                                           # the preset is the base the other settings change
-        named = [o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0].strip() == "preset"]
+        named = [o.split("=", 1)[1].strip() for o, _ in overrides if o.split("=", 1)[0].strip() == "preset"]
+        if len(set(named)) > 1:
+            raise UsageError(f"preset is given twice with different values ({', '.join(named)}): give it once")
         config = preset(named[0] if named else "tiny")
-        overrides = [o for o in overrides if o.split("=", 1)[0].strip() != "preset"]
-    config = apply_overrides(config, overrides)
+    config = _apply(config, overrides)
     summary = train(config, resume=bool(args.resume), progress=not args.quiet, max_steps=args.max_steps,
                     overwrite=args.overwrite)
     if "interrupted" in summary:
