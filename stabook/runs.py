@@ -163,8 +163,9 @@ def export_run(run_dir, out_dir, command: str, overwrite: bool = False) -> Path:
     """Copy a finished run into ``out_dir`` for publishing: a weights-only checkpoint (no optimiser or random
     states, so a fraction of the size) with the command that made it, plus ``metrics.jsonl``, ``eval.json``,
     ``config.json`` and ``history.jsonl``. The checkpoint is checked first (:func:`check_checkpoint`). Writes
-    into a new or empty folder or over a finished export; anything else (a run, a user's files) only with
-    ``overwrite=True``, which replaces the files an export writes. Never into the run itself."""
+    into a new or empty folder or over a finished export of the same run; anything else (a run, another run's
+    export, a user's files) only with ``overwrite=True``, which replaces the files an export writes. Never into
+    the run itself."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not isinstance(command, str) or not command.strip():
         raise ValueError("command must name the command that made the run, got an empty string")
@@ -178,9 +179,11 @@ def export_run(run_dir, out_dir, command: str, overwrite: bool = False) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"{out_dir} is a file; export writes a folder: choose another output folder")
     kind = folder_kind(out_dir)
+    if kind == "export" and not _same_run(load_checkpoint(out_dir / CHECKPOINT), state):
+        kind = "another run's export"
     if kind not in ("missing", "empty", "export") and not overwrite:
-        what = "a resumable run" if kind == "run" else f"a {kind} run" if kind == "unstarted" else \
-            "files that are not a finished export"
+        what = {"run": "a resumable run", "unstarted": "an unstarted run"}.get(kind, kind) if kind != "other" \
+            else "files that are not a finished export"
         raise RunError(f"{out_dir} holds {what} ({', '.join(folder_contents(out_dir))}); export refuses to "
                        f"write over it: choose another output folder, or replace its files with --overwrite "
                        f"(overwrite=True)")
@@ -196,6 +199,13 @@ def export_run(run_dir, out_dir, command: str, overwrite: bool = False) -> Path:
             (out_dir / name).unlink(missing_ok=True)
     write_atomic(out_dir / COMMAND, command + "\n")
     return out_dir
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    """Whether two checkpoints belong to one run: the settings that define a run (those a resume may not
+    change) and the model are the same."""
+    ta, tb = a.get("train_config", {}), b.get("train_config", {})
+    return a.get("model_config") == b.get("model_config") and all(ta.get(k) == tb.get(k) for k in FROZEN_ON_RESUME)
 
 
 def folder_contents(folder) -> list[str]:

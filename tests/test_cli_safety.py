@@ -167,6 +167,17 @@ def test_export_refuses_a_folder_that_is_not_a_finished_export(run, tmp_path, ca
     assert runs.folder_kind(user) == "export"
 
 
+def test_export_replaces_its_own_export_but_not_another_runs(run, tmp_path, capsys):
+    out = tmp_path / "published"
+    assert main(["export", str(run), str(out), "--command", "x"]) == 0
+    assert main(["train", "--quiet", "--resume", str(run), "--steps", "3"]) == 0
+    assert main(["export", str(run), str(out), "--command", "y"]) == 0          # the same run, further on
+    assert runs.load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    other = tmp_path / "other"
+    assert main(["train", "--quiet", "--steps", "1", "--seed", "1", "--run-dir", str(other), *SETS]) == 0
+    _refused(["export", str(other), str(out), "--command", "z"], capsys, "another run's export", out)
+
+
 def test_export_refuses_an_unstarted_run(run, tmp_path, capsys, monkeypatch):
     stuck = _unstarted(tmp_path, capsys, monkeypatch)
     _refused(["export", str(run), str(stuck), "--command", "x"], capsys, "unstarted run", stuck)
