@@ -18,14 +18,17 @@ from . import data
 from .baselines import MODEL_KINDS
 from .model import STAConfig
 
-__all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "AMP_DEVICES", "FROZEN_ON_RESUME"]
+__all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "AMP_DEVICES", "FROZEN_ON_RESUME", "LIMITS"]
 
 
 _INT_FIELDS_MIN1 = ("T", "batch_size", "steps", "temperature_steps", "log_every", "ckpt_every", "eval_sequences")
+#: upper limits of the settings that size memory or time, checked before anything is allocated: generous (the
+#: ``mnist`` preset uses batch 128, T 8, 128 evaluation sequences) but far from an allocation that cannot succeed
+LIMITS = {"T": 256, "batch_size": 16_384, "eval_sequences": 16_384, "seed": 2**31 - 1, "eval_k": 10_000}
 #: devices on which ``amp=True`` runs the networks under bf16 autocast
 AMP_DEVICES = ("cuda", "cpu")
 #: settings a resumed run may not change: they define the run (its data, its model, its random streams)
-FROZEN_ON_RESUME = ("model_kind", "dataset", "transformations", "T", "seed")
+FROZEN_ON_RESUME = ("model_kind", "preset", "dataset", "transformations", "T", "seed")
 
 
 @dataclass
@@ -60,6 +63,9 @@ class TrainConfig:
     model: STAConfig = field(default_factory=STAConfig)
 
     def __post_init__(self):
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)} (the preset the run starts from), "
+                             f"got {self.preset!r}")
         if self.model_kind not in MODEL_KINDS:
             raise ValueError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
         if self.dataset not in data.DATASETS:
@@ -68,13 +74,19 @@ class TrainConfig:
         unknown = [t for t in self.transformations if t not in data.TRANSFORMATIONS]
         if unknown or not self.transformations:
             raise ValueError(f"transformations must be a non-empty subset of {sorted(data.TRANSFORMATIONS)}, "
-                             f"got {','.join(self.transformations)!r}")
+                             f"got {','.join(map(str, self.transformations))!r}")
+        if len(set(self.transformations)) != len(self.transformations):
+            raise ValueError(f"transformations must name each transformation once, got "
+                             f"{','.join(self.transformations)!r}")
         for name in _INT_FIELDS_MIN1:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name, limit in LIMITS.items():
+            if name != "eval_k" and getattr(self, name) > limit:
+                raise ValueError(f"{name} must be at most {limit:,}, got {getattr(self, name):,}")
         for name in ("lr", "temperature_start", "temperature_end"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -103,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"eval_k must be comma-separated integers >= 1, got {self.eval_k!r}") from None
         if any(k < 1 for k in self.eval_k):
             raise ValueError(f"eval_k must be comma-separated integers >= 1, got {self.eval_k!r}")
+        if any(k > LIMITS["eval_k"] for k in self.eval_k):
+            raise ValueError(f"eval_k must be at most {LIMITS['eval_k']:,} samples each, got {self.eval_k!r}")
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of training step ``step`` (0-based): constant, or a cosine from ``lr`` to
@@ -132,6 +146,9 @@ class TrainConfig:
             values["transformations"] = tuple(values["transformations"])
         return cls(model=model, **values)
 
+
+#: the presets' names (checked in TrainConfig; the presets themselves are below)
+PRESET_NAMES = ("tiny", "book", "mnist")
 
 _TINY = TrainConfig(
     preset="tiny", dataset="digits", T=8, batch_size=32, steps=5000, lr=1e-3, temperature_steps=4000,

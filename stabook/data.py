@@ -324,6 +324,10 @@ class SequenceGenerator:
         if not isinstance(self.T, int) or self.T < 1:
             raise ValueError(f"T must be an int >= 1, got {self.T!r}")
         _check_chain(self.pi0, self.alpha, self.beta)
+        for name in ("pi0", "alpha"):        # a step in which nothing acts is redrawn: something must be able to
+            if getattr(self, name) == 0:     # switch on at the first step (pi0) and stay on after it (alpha)
+                raise ValueError(f"{name} must be > 0: every step of a sequence moves at least one transformation, "
+                                 f"which needs P(on) > 0; got {name}=0")
         check_positive(self.slab_loc, "slab_loc", allow_zero=True)
         check_positive(self.slab_scale, "slab_scale")
         step = dict(TRANSFORMATIONS)
@@ -595,6 +599,8 @@ def load_images(name: str, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
 
 def split_indices(n: int, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> dict[str, torch.Tensor]:
     """Disjoint train/val/test index sets over ``n`` base images (a seeded permutation)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1 (the number of base images), got {n!r}")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

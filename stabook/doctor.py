@@ -4,13 +4,15 @@ One command runs, in order, and reports each part even when an earlier one faile
 
 1. the environment: torch, CUDA and cuDNN versions, the device, its memory, bf16 support;
 2. training speed of the ``mnist`` preset (iterations per second, peak memory) with exact log-determinants
-   and with the Hutchinson estimate, at the preset's batch size, and the projected time of a full run;
+   and with the Hutchinson estimate, at the preset's own batch size and T, and the projected time of a full
+   run (its steps at that speed);
 3. a short training with bf16 autocast (:func:`stabook.train.train`), checking that every logged term stays
    finite and that the loss falls;
 4. the IWAE evaluation (frames and sequences) on the device;
 5. data-parallel training with ``torchrun`` (NCCL on GPUs, gloo on the CPU) on the devices present.
 
-``--quick`` runs the same sequence at small sizes (the ``tiny`` model, small batches, a few steps): about a
+``--quick`` runs the same sequence at small sizes (the ``tiny`` model, small batches, a few steps; its speed
+check at the ``tiny`` preset's own batch and T, so that the projection is that of a real ``tiny`` run): about a
 minute on a laptop CPU, and what the tests run. The report is JSON (``--output``) plus a one-screen summary.
 """
 
@@ -188,9 +190,10 @@ def run_doctor(device=None, quick: bool = False, output=None, ddp: bool = True, 
     """Run every check (see the module docstring) and return the report; write it as JSON to ``output``."""
     device = get_device(device)
     plan = PLANS["quick" if quick else "full"]
-    config = apply_overrides(preset(plan["preset"]), plan["overrides"])
-    if config.dataset == "mnist":                 # the checks never download: real digits that ship with a package
-        config = apply_overrides(config, [f"dataset={_offline_dataset()}"])
+    full = preset(plan["preset"])
+    if full.dataset == "mnist":                   # the checks never download: real digits that ship with a package
+        full = apply_overrides(full, [f"dataset={_offline_dataset()}"])
+    config = apply_overrides(full, plan["overrides"])          # the short training and IWAE checks' sizes
     images = data.load_images(config.dataset)[0]
     report = {"mode": "quick" if quick else "full", "preset": plan["preset"], "created": time.strftime(
         "%Y-%m-%dT%H:%M:%S%z"), "environment": _environment(device), "checks": {}}
@@ -213,8 +216,8 @@ def run_doctor(device=None, quick: bool = False, output=None, ddp: bool = True, 
 
     with tempfile.TemporaryDirectory(prefix="stabook-doctor-") as tmp:
         folder = Path(tmp)
-        for logdet in ("exact", "hutchinson"):
-            cfg = apply_overrides(config, [f"logdet={logdet}", f"device={device}"])
+        for logdet in ("exact", "hutchinson"):        # at the preset's own batch and T: the projection's basis
+            cfg = apply_overrides(full, [f"logdet={logdet}", f"device={device}"])
             check(f"speed_{logdet}", lambda cfg=cfg: _speed(cfg, device, plan["speed_iters"], images))
         check("bf16_training", lambda: _bf16_training(config, device, plan["train_steps"], plan["log_every"],
                                                       folder))
@@ -225,8 +228,8 @@ def run_doctor(device=None, quick: bool = False, output=None, ddp: bool = True, 
             check("torchrun", lambda: _ddp(device, plan["ddp_steps"], folder, timeout=300))
     speed = report["checks"].get("speed_exact", {})
     if "seconds_per_iteration" in speed:
-        full = preset(plan["preset"])
-        report["projection"] = {"preset": plan["preset"], "steps": full.steps,
+        report["projection"] = {"preset": plan["preset"], "steps": full.steps, "batch_size": full.batch_size,
+                                "T": full.T,
                                 "hours_exact": speed["seconds_per_iteration"] * full.steps / 3600}
         hutch = report["checks"].get("speed_hutchinson", {})
         if "seconds_per_iteration" in hutch:
@@ -272,7 +275,8 @@ def summary_lines(report: dict) -> list[str]:
     if "projection" in report:
         p = report["projection"]
         extra = f", {_duration(p['hours_hutchinson'])} with Hutchinson" if "hours_hutchinson" in p else ""
-        lines.append(f"  a full {p['preset']} run ({p['steps']:,} steps): {_duration(p['hours_exact'])} with exact "
-                     f"log-determinants{extra}")
+        sizes = f", batch {p['batch_size']}, T {p['T']}" if "T" in p else ""
+        lines.append(f"  a full {p['preset']} run ({p['steps']:,} steps{sizes}): {_duration(p['hours_exact'])} "
+                     f"with exact log-determinants{extra}")
     lines.append("all checks passed" if report["ok"] else "SOME CHECKS FAILED (details in the JSON report)")
     return lines

@@ -36,6 +36,15 @@ __all__ = ["STAConfig", "STA", "STAOutput", "Rollout", "bernoulli_log_likelihood
            "gaussian_toy_posterior"]
 
 
+#: upper limits of the sizes, checked before any weight is allocated: generous (the ``mnist`` preset uses a
+#: latent of 324, 512 hidden units and 3 + 3 fields) but far from a model that cannot be built
+SIZE_LIMITS = {"latent_dim": 4096, "n_potential": 64, "n_rotational": 64, "field_hidden": 16_384,
+               "net_width": 1024, "net_hidden": 16_384, "posterior_width": 1024, "posterior_hidden": 16_384,
+               "n_sub": 100}
+#: the slab prior's log-speed beyond which exp(slab_mu) overflows the objective
+SLAB_MU_LIMIT = 10.0
+
+
 @dataclass
 class STAConfig:
     """Architecture and objective of an :class:`STA` model."""
@@ -81,6 +90,8 @@ class STAConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            if name in SIZE_LIMITS and value > SIZE_LIMITS[name]:
+                raise ValueError(f"{name} must be at most {SIZE_LIMITS[name]:,}, got {value:,}")
         if self.n_potential + self.n_rotational < 1:
             raise ValueError("the model needs at least one field: n_potential + n_rotational >= 1")
         for name in ("h", "slab_sigma", "dense_sigma"):
@@ -97,6 +108,9 @@ class STAConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
             if name != "slab_mu" and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if abs(self.slab_mu) > SLAB_MU_LIMIT:
+            raise ValueError(f"slab_mu must lie in [-{SLAB_MU_LIMIT}, {SLAB_MU_LIMIT}] (the log of the prior's typical "
+                             f"speed), got {self.slab_mu!r}")
         if not isinstance(self.straight_through, bool):
             raise ValueError(f"straight_through must be true or false, got {self.straight_through!r}")
 
@@ -166,6 +180,22 @@ def _sharded(draw, local: int, total: int | None, offset: int):
     return draw(total)[offset:offset + local]
 
 
+def _check_shard(noise_batch, noise_offset, local: int) -> None:
+    """``noise_batch`` (the global batch) and ``noise_offset`` (this shard's first row) must hold the ``local``
+    rows of the frames."""
+    if noise_batch is None:
+        if noise_offset != 0:
+            raise ValueError(f"noise_offset needs noise_batch (the global batch size), got noise_offset="
+                             f"{noise_offset!r} and noise_batch=None")
+        return
+    for name, value in (("noise_batch", noise_batch), ("noise_offset", noise_offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if noise_offset + local > noise_batch:
+        raise ValueError(f"noise_batch must cover this shard: noise_offset + batch size <= noise_batch, got "
+                         f"noise_batch={noise_batch}, noise_offset={noise_offset} and {local} frame sequences")
+
+
 class STA(nn.Module):
     """Sparse Transformation Analysis: encoder, decoder, ``M`` potential and rotational fields, pair network."""
 
@@ -231,8 +261,11 @@ class STA(nn.Module):
 
     def traverse(self, z: torch.Tensor, field: int, steps: int = 8, speed: float = 1.0) -> torch.Tensor:
         """Move latents ``[N, D]`` along one field at a constant speed: ``[N, steps + 1, D]``."""
-        if not 0 <= field < self.M:
-            raise ValueError(f"field must be in [0, {self.M}), got {field}")
+        if isinstance(field, bool) or not isinstance(field, int) or not 0 <= field < self.M:
+            raise ValueError(f"field must be an integer in [0, {self.M}), got {field!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1 (the number of flow steps), got {steps!r}")
+        z = check_tensor(z, "z", ndim=2, last=self.config.latent_dim)
         g = z.new_zeros(z.shape[0], steps, self.M)
         g[..., field] = speed
         c = self.config
@@ -331,6 +364,7 @@ class STA(nn.Module):
         frames = self._check_frames(frames)
         B, T = frames.shape[0], frames.shape[1] - 1
         D, M = c.latent_dim, self.M
+        _check_shard(noise_batch, noise_offset, B)
 
         # Under mixed precision (torch.autocast, bf16) only the networks run in low precision: their outputs are
         # cast back to the frames' dtype, and the flow (closed-form derivatives, slogdet), the KLs and the

@@ -29,6 +29,9 @@ def get_device(prefer: str | None = None) -> torch.device:
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device={prefer!r} was requested but only {torch.cuda.device_count()} CUDA device(s) "
                              f"are present")
+        if device.type in ("cpu", "mps") and device.index not in (None, 0):
+            raise ValueError(f"device={prefer!r} does not exist: there is one {device.type} device, "
+                             f"{device.type} (or {device.type}:0)")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"device={prefer!r} was requested but MPS is not available")
         return device

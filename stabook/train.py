@@ -35,18 +35,25 @@ from .config import AMP_DEVICES, PRESETS, TrainConfig, apply_overrides, preset
 from .model import STAOutput
 from .runs import (
     CHECKPOINT,
+    COMMAND,
     HISTORY,
     METRICS,
     RUN_FILES,
     RunError,
+    check_checkpoint,
+    folder_contents,
+    folder_kind,
     holds_run,
     load_checkpoint,
     load_model,
+    read_config,
     read_metrics,
     require_keys,
     resume_changes,
+    resume_command,
     run_lock,
     save_checkpoint,
+    start_command,
     sweep_temporaries,
     wall_time,
     write_atomic,
@@ -145,10 +152,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
           overwrite: bool = False) -> dict:
     """Train (or, with ``resume``, continue) the run in ``config.run_dir``; returns the final summary.
 
-    A fresh start refuses a folder that already holds a run unless ``overwrite=True`` (which deletes that run);
-    ``resume=True`` continues it exactly, applying (and recording in ``config.json`` and ``history.jsonl``) any
-    changed learning rate, step budget, schedule or logging setting, and refusing changes of the model, data,
-    transformations or seed. Every check happens before a file is written. A lock keeps out a second process.
+    A fresh start refuses a folder that already holds a run unless ``overwrite=True`` (which deletes that run;
+    a folder that is not a run is refused even then), and takes over a run that stopped before its first
+    checkpoint. ``resume=True`` continues a run exactly, applying any changed learning rate, step budget,
+    schedule or logging setting (recorded in ``config.json`` and ``history.jsonl`` with the first checkpoint
+    it produces, so a failed resume leaves both as they were), and refusing changes of the model, preset, data,
+    transformations or seed. Every check (the checkpoint against its settings and its folder's
+    ``config.json`` included) happens before a file is written. A lock keeps out a second process.
     SIGINT or SIGTERM stop training after the current step with a checkpoint (``summary["interrupted"]`` holds
     the signal's name); resuming then gives the same numbers as an uninterrupted run. ``max_steps`` stops early.
     """
@@ -166,27 +176,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     run_dir = Path(config.run_dir)
-    ckpt_path = run_dir / CHECKPOINT
 
     # --- every check before any file is written
-    state, changes = None, {}
     if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"no checkpoint at {ckpt_path}: nothing to resume (start a fresh run without "
-                                    f"resume)")
-        state = require_keys(load_checkpoint(ckpt_path, map_location=device), ckpt_path)
-        if "optimizer" not in state:
-            raise RunError(f"{ckpt_path} is a weights-only export (no optimiser or random state): it can be "
-                           f"evaluated but not resumed")
-        saved = TrainConfig.from_dict({**state["train_config"], "model": state["model_config"]})
-        changes = resume_changes(saved, config)
-        if int(state["step"]) > config.steps:
-            raise RunError(f"cannot resume {run_dir} with steps={config.steps}: its checkpoint is already at step "
-                           f"{int(state['step'])}")
-        read_metrics(run_dir)                       # a damaged metrics file fails here, before any change
-    elif holds_run(run_dir) and not overwrite:
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} (resume=True), replace "
-                       f"it with --overwrite (overwrite=True), or choose another --run-dir")
+        state, changes = _check_resume(config, device, max_steps)
+        replaced, note = [], None
+    else:
+        state, changes = None, {}
+        replaced, note = _check_fresh(run_dir, overwrite)
     images, splits = _images(config)                # a missing dataset fails here too
 
     with contextlib.ExitStack() as stack:
@@ -196,10 +193,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
             if swept:
                 _say(f"removed {len(swept)} temporary file(s) left by an interrupted write: {', '.join(swept)}",
                      progress)
-            if overwrite:
-                for name in RUN_FILES:
-                    (run_dir / name).unlink(missing_ok=True)
-                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+            if note:
+                _say(note, progress)
+            for name in replaced:
+                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
             start = int(state["step"]) if state is not None else 0
             if resume:
                 entries, torn = read_metrics(run_dir)
@@ -211,16 +208,86 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, max_
                     write_atomic(run_dir / METRICS, "".join(json.dumps(e) + "\n" for e in kept))
                 if changes:
                     _say("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}"
-                                                                      for k, (a, b) in changes.items()), progress)
-            write_atomic(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+                                                                      for k, (a, b) in changes.items())
+                         + " (recorded with the first checkpoint they produce)", progress)
             event = {"event": "resume" if resume else "start", "step": start, "changed": changes,
                      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            with open(run_dir / HISTORY, "a") as fh:
-                fh.write(json.dumps(event) + "\n")
-        return _train_loop(config, state, images, splits, device, rank, world, progress, max_steps, stack)
+            # a fresh start records its settings now; a resume's, with the first checkpoint that uses them, so
+            # that a resume that fails leaves config.json and history.jsonl as they were
+            record = _Record(run_dir, config, event)
+            if not resume:
+                record()
+        else:
+            record = None
+        return _train_loop(config, state, images, splits, device, rank, world, progress, max_steps, stack, record)
 
 
-def _train_loop(config, state, images, splits, device, rank, world, progress, max_steps, stack) -> dict:
+class _Record:
+    """Writes a start's or resume's settings to ``config.json`` and its event to ``history.jsonl``, once."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, event: dict):
+        self.run_dir, self.config, self.event, self.done = run_dir, config, event, False
+
+    def __call__(self):
+        if not self.done:
+            write_atomic(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
+            with open(self.run_dir / HISTORY, "a") as fh:
+                fh.write(json.dumps(self.event) + "\n")
+            self.done = True
+
+
+def _check_resume(config: TrainConfig, device, max_steps) -> tuple[dict, dict]:
+    """The checkpoint to resume from and the settings the resume changes; refuses anything that does not fit."""
+    run_dir = Path(config.run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.exists():
+        if folder_kind(run_dir) == "unstarted":
+            raise RunError(f"{run_dir} holds a run that stopped before its first checkpoint: there is nothing to "
+                           f"resume; start it again (a fresh start takes over such a folder) with: "
+                           f"{start_command(read_config(run_dir))}")
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path}: nothing to resume (start a fresh run without "
+                                f"resume)")
+    state = load_checkpoint(ckpt_path, map_location=device)
+    folder = read_config(run_dir) if (run_dir / "config.json").exists() else None
+    saved = check_checkpoint(state, ckpt_path, folder)
+    require_keys(state, ckpt_path)
+    if "optimizer" not in state:
+        raise RunError(f"{ckpt_path} is a weights-only export (no optimiser or random state): it can be "
+                       f"evaluated but not resumed")
+    changes = resume_changes(saved, config)
+    step = int(state["step"])
+    if step > config.steps:
+        raise RunError(f"cannot resume {run_dir} with steps={config.steps}: its checkpoint is already at step {step}")
+    if max_steps is not None and max_steps <= step:
+        raise RunError(f"cannot resume {run_dir} with max_steps={max_steps}: its checkpoint is already at step "
+                       f"{step}, so nothing would train; give a larger --max-steps or leave it out")
+    read_metrics(run_dir)                       # a damaged metrics file fails here, before any change
+    return state, changes
+
+
+def _check_fresh(run_dir: Path, overwrite: bool) -> tuple[list[str], str | None]:
+    """The files a fresh start in ``run_dir`` replaces (a run with ``overwrite``, an unstarted run always) and
+    what to say about it; refuses a folder that holds a run without ``overwrite``, and one that holds a run's
+    files but no run."""
+    kind = folder_kind(run_dir)
+    contents = [name.rstrip("/") for name in folder_contents(run_dir)]
+    ours = [name for name in contents if name in (*RUN_FILES, COMMAND, "tensorboard")]
+    if kind == "unstarted":
+        return ours, (f"taking over {run_dir}: it holds a run that stopped before its first checkpoint; "
+                      f"replacing {', '.join(ours)}")
+    if kind in ("run", "export"):
+        if not overwrite:
+            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} (resume=True), "
+                           f"replace it with --overwrite (overwrite=True), or choose another --run-dir")
+        return ours, f"--overwrite: replacing the run in {run_dir}: {', '.join(ours)}"
+    if kind == "other" and (overwrite or holds_run(run_dir)):
+        why = "--overwrite replaces only a run, and" if overwrite else "a fresh start would write over its files:"
+        raise RunError(f"{why} {run_dir} is not a run (it holds {', '.join(contents)[:300]} and no checkpoint "
+                       f"with a run's config.json); choose another --run-dir")
+    return [], None
+
+
+def _train_loop(config, state, images, splits, device, rank, world, progress, max_steps, stack, record) -> dict:
     run_dir = Path(config.run_dir)
     ckpt_path = run_dir / CHECKPOINT
     seed_everything(config.seed)
@@ -253,11 +320,13 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
             "optimizer": optimizer.state_dict(), "model_config": config.model.to_dict(),
             "train_config": config.to_dict(), "rng_torch": torch.get_rng_state(), "rng_data": data_rng.get_state(),
             **({"rng_cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})})
+        if record is not None:                       # a resume's settings go on record with its first checkpoint
+            record()
 
     bar = tqdm(range(start, end), initial=start, total=config.steps, disable=not progress or rank != 0,
                desc=f"{config.model_kind.upper()} {config.preset}", dynamic_ncols=True)
     if rank == 0:
-        _say(f"run directory: {run_dir.resolve()}\nresume with: python -m stabook train --resume {run_dir}", progress)
+        _say(f"run directory: {run_dir.resolve()}\nresume with: {resume_command(run_dir)}", progress)
     log, skipped, interrupted = [], 0, None
     with _StopSignals() as signals:
         tic = time.perf_counter()
@@ -274,7 +343,9 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
                     net, optimizer, frames, temperature, amp=config.amp, grad_clip=config.grad_clip,
                     noise_batch=config.batch_size if world > 1 else None, noise_offset=rank * local)
             except FloatingPointError as err:
-                raise FloatingPointError(f"{err} at step {step}; the last good checkpoint is {ckpt_path}") from None
+                last = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else \
+                    "no checkpoint was saved yet (the run stopped before its first one; check the settings)"
+                raise FloatingPointError(f"{err} at step {step}; {last}") from None
             skipped += not updated
             done = step + 1
             if rank == 0 and (done % config.log_every == 0 or done == end):
@@ -303,8 +374,8 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
     if interrupted is not None:
         summary["interrupted"] = interrupted
         if rank == 0:
-            _say(f"stopped by {interrupted} at step {done}; checkpoint saved; resume with: python -m stabook train "
-                 f"--resume {run_dir}", True)
+            _say(f"stopped by {interrupted} at step {done}; checkpoint saved; resume with: "
+                 f"{resume_command(run_dir)}", True)
     elif rank == 0 and end == config.steps:
         result = metrics.evaluate(model, images[splits["test"]], config.transformations, n=config.eval_sequences,
                                   T=config.T, seed=config.seed + 1000, device=device,
@@ -314,6 +385,8 @@ def _train_loop(config, state, images, splits, device, rank, world, progress, ma
         except ValueError:                   # no step was logged (steps below log_every)
             pass
         write_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
+        if record is not None:               # a resume that trained no step records what it evaluated with
+            record()
         summary["eval"] = result
     if world > 1:
         dist.barrier()

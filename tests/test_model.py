@@ -133,7 +133,7 @@ def test_bad_inputs(frames):
         STAConfig(logdet="trace")
     with pytest.raises(ValueError, match="unknown STAConfig fields"):
         STAConfig.from_dict({"latent": 3})
-    with pytest.raises(ValueError, match="field must be in"):
+    with pytest.raises(ValueError, match="field must be an integer in"):
         model.traverse(torch.zeros(1, 4), field=7)
 
 

@@ -136,7 +136,7 @@ def test_a_damaged_metrics_line_in_the_middle_names_the_file_and_line(run, capsy
 # 7. bad values of the other commands name their option
 def test_eval_and_compare_name_their_bad_options(run, capsys):
     _refused(["eval", str(run), "--k", "abc"], capsys, "--k: expected comma-separated integers", run)
-    _refused(["eval", str(run), "--n", "0"], capsys, "--n: expected an integer >= 1", run)
+    _refused(["eval", str(run), "--n", "0"], capsys, "--n: expected an integer from 1 to", run)
     _refused(["eval", str(run), "--output", str(run / "no" / "e.json")], capsys, "does not exist", run)
     _refused(["compare", "--seeds", "abc"], capsys, "--seeds: seeds must be comma-separated integers")
     _refused(["compare", "--seeds", "0", "--steps", "0"], capsys, "--steps: expected an integer >= 1")
