@@ -769,7 +769,8 @@ assert torch.equal(explorer.frames_from_html(page), explored)
 with torch.no_grad():
     z_pick, _ = model.encode(test_images[pick])
     zero = (model.decode(z_pick) * 255).round()
-    far = model.decode(model.traverse(z_pick, 2, steps=4, speed=float(speeds[-1]))[:, -1])
+    end = model.traverse(z_pick, 2, steps=4, speed=float(speeds[-1]))[:, -1]
+    far = model.decode(end)
 at_zero = explored[:, :, int((speeds == 0).nonzero())].float()        # [6, M, C, H, W]
 assert (at_zero - zero[:, None]).abs().max() <= 1
 assert (explored[:, 2, -1].float() - (far * 255).round()).abs().max() <= 1

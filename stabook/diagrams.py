@@ -1,9 +1,9 @@
 """The model at a glance: STA's graphical model and its computation as a pipeline, drawn with matplotlib.
 
 :func:`graphical_model` draws the generative model (solid arrows) and :func:`inference_model` the inference
-model (dashed arrows) for the first transitions of a sequence; :func:`pipeline` draws one forward pass, from frames to the terms of the
-bound, with the tensor shapes at each stage (``B`` sequences, ``T`` transitions, ``D`` latent size, ``M``
-fields). Both draw into a given ``Axes`` and return it.
+model (dashed arrows) for the first transitions of a sequence; :func:`pipeline` draws one forward pass, from
+frames to the terms of the bound, with the tensor shapes at each stage (``B`` sequences, ``T`` transitions,
+``D`` latent size, ``M`` fields). Both draw into a given ``Axes`` and return it.
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ if (!root || root.getAttribute("data-built")) { return; }
 var M = cfg.shape[1], N = cfg.shape[0], H = cfg.shape[4], W = cfg.shape[5], k = cfg.scale, S = cfg.shape[2];
 var live = root.querySelector(".sta-live"), fixed = root.querySelector(".sta-static");
 var frame = root.querySelector(".sta-frame"), now = root.querySelector(".sta-now");
-var sprites = Array.prototype.map.call(root.querySelectorAll("img.sta-sprite"), function (i) { return i.src; });
+var sprites = Array.from(root.querySelectorAll("img.sta-sprite"), function (i) { return i.src; });
 var buttons = root.querySelectorAll(".sta-digits button"), sliders = root.querySelectorAll("input[type=range]");
 var state = {digit: 0, field: 0, index: cfg.zero};
 function show() {

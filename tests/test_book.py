@@ -178,7 +178,7 @@ def test_no_baseline_is_called_identity():
     found = []
     for where, text in _reader_texts():
         for m in re.finditer(r"\bidentity\b(?![_\"'])", text):
-            window = text[max(0, m.start() - 30): m.end() + 20]
+            window = " ".join(text[max(0, m.start() - 30): m.end() + 20].split())
             if not any(allowed in window for allowed in IDENTITY_ALLOWED):
                 found.append(f"{where}: ...{window!r}...")
     assert not found, "\n".join(found)
