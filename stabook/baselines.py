@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from ._checks import check_images, check_tensor
-from .model import STA, Rollout, STAConfig, bernoulli_log_likelihood
+from .model import STA, Rollout, STAConfig, _check_shard, bernoulli_log_likelihood
 from .nets import Encoder, make_decoder
 
 __all__ = ["FrameVAE", "VAEOutput", "VARIANTS", "LABELS", "MODEL_KINDS", "build_model", "fit_directions"]
@@ -118,6 +118,7 @@ class FrameVAE(nn.Module):
             raise ValueError(f"frames must have shape [B, T + 1, {c.channels}, {c.image_size}, {c.image_size}], "
                              f"got {tuple(frames.shape)}")
         B, T1 = frames.shape[:2]
+        _check_shard(noise_batch, noise_offset, B)
         x = frames.flatten(0, 1)
         mu, log_var = (o.to(frames.dtype) for o in self.encoder(x))        # full precision outside the networks
         q = Normal(mu, (0.5 * log_var).exp())

@@ -44,6 +44,10 @@ def test_vae_noise_is_sharded_like_sta(frames):
     torch.manual_seed(5)
     part = vae(frames[2:], noise_batch=4, noise_offset=2).objective
     torch.testing.assert_close(part, full[2:])
+    with pytest.raises(ValueError, match="noise_batch must cover this shard"):
+        vae(frames, noise_batch=1)
+    with pytest.raises(ValueError, match="noise_offset needs noise_batch"):
+        vae(frames, noise_offset=1)
 
 
 def test_dense_speeds_are_signed_gaussians(frames):
