@@ -27,7 +27,7 @@
 # ```
 #
 # A small model trains live in a minute or two ({ref}`sec-minimal-loop`). The book's reference run, the `book`
-# preset on real MNIST digits, takes about 25 minutes per seed on a CPU, so the rest of the chapter loads it as
+# preset on real MNIST digits, takes about {glue:text}`quiet_minutes:.0f` minutes per seed on a CPU, so the rest of the chapter loads it as
 # the command line produced it (`book/checkpoints/book-seed0`, a weights-only export that can be evaluated but
 # not resumed), with the files of two more seeds. The code is `stabook.train` and `python -m stabook`.
 
@@ -648,7 +648,8 @@ for run_name in ("book-seed0-beta1", "val-bf0.1-seed1", "val-bf0-seed1"):
 # a weight of 0 (the plain ELBO) gave {glue:text}`kl_val-bf0-seed1:.0f` nats and
 # {glue:text}`rec_val-bf0-seed1:.2f`, but a lower matched share ({glue:text}`share_val-bf0-seed1:.2f`
 # against {glue:text}`share_val-bf0.1-seed1:.2f`). The preset keeps 0.1, which also keeps the bound with flow
-# KLs meaningful, and trains as many steps as fit in about 25 minutes on one quiet CPU thread.
+# KLs meaningful, and trains as many steps as fit in about {glue:text}`quiet_minutes:.0f` minutes on one quiet
+# CPU thread.
 
 # %% [markdown]
 # ## The package's trainer: in a notebook, on a GPU, on several GPUs
@@ -764,7 +765,7 @@ assert search["rotate"]["best"] / search["rotate"]["best x_0"] < 1.4
 # seed 0's stored traversal is its live one (frames stored as uint8: within one level)
 assert (traversals[0]["frames"].float() / 255 - decoded).abs().max() <= 0.5 / 255 + 1e-6
 # the explorer's page holds exactly the package's frames: speed 0 is the reconstruction
-# of each digit, and a nonzero speed is the decoded end of the traversal along that field
+# of each digit, a nonzero speed the decoded end of the traversal along that field
 assert torch.equal(explorer.frames_from_html(page), explored)
 with torch.no_grad():
     z_pick, _ = model.encode(test_images[pick])

@@ -119,11 +119,12 @@ display(Markdown(compare.comparison_table(BOOK, {
     "matched_displacement_share": "displacement share",
     "frame_nats_k100": "frame IWAE k=100", "sequence_nats_k1": "sequence ELBO",
     "sequence_nats_k100": "sequence IWAE k=100"}, digits=2)))
+bounds = {t.key.split("_{")[0]: t.bound for t in report.BOOK_TARGETS if t.bound}
 fig, axes = plt.subplots(1, len(book_names), figsize=(8.5, 3.0), sharex=True)
 for i, (ax, n) in enumerate(zip(axes, book_names, strict=True)):
     viz.plot_comparison(ax, BOOK, f"ratio_x0_{n}", baselines.LABELS,
                         f"{n}: error over $x_0$", names=i == 0)
-    ax.axvline(0.25, color="C3", ls="--", lw=1, label="target")
+    ax.axvline(bounds["ratio_x0"], color="C3", ls="--", lw=1, label="target")
 axes[0].legend(frameon=False, loc="lower right")
 plt.tight_layout()
 plt.show()
@@ -133,6 +134,8 @@ for variant in BOOK["variants"]:
                 "frame_nats_k100"):
         digits = 1 if "nats" in key else 2
         glue(f"{variant}_{key}", report.pm(BOOK, variant, key, digits), display=False)
+for part in ("ratio_x0", "per_frame_floor_ratio"):
+    glue(f"target_{part}", bounds[part], display=False)
 for part in ("ratio_x0", "per_frame_floor_ratio", "recognition"):
     values = [mean[f"{part}_{n}"] for n in book_names]
     glue(f"{part}_low", round(min(values), 2), display=False)
@@ -152,9 +155,9 @@ for part in ("ratio_x0", "per_frame_floor_ratio", "recognition"):
 # {glue:text}`sta_frame_nats_k100`).
 #
 # **What is missed is sharpness.** The predictions' pixel error is {glue:text}`ratio_x0_low:.2f` to
-# {glue:text}`ratio_x0_high:.2f` of predicting $x_t = x_0$ (the target was 0.25), and
+# {glue:text}`ratio_x0_high:.2f` of predicting $x_t = x_0$ (the target was {glue:text}`target_ratio_x0`), and
 # {glue:text}`per_frame_floor_ratio_low:.2f` to {glue:text}`per_frame_floor_ratio_high:.2f` times the decoder's
-# best drawing of each frame (the target was 1.3). Chapter 6 shows that this excess belongs to the autoencoder,
+# best drawing of each frame (the target was {glue:text}`target_per_frame_floor_ratio`). Chapter 6 shows that this excess belongs to the autoencoder,
 # not the flow ({ref}`sec-per-frame-floor`). A likelihood with a proper normaliser for grey pixels (a
 # continuous Bernoulli, or a Gaussian with a learned scale) and a convolutional decoder are the next levers;
 # neither was tried for this preset.

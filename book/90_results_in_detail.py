@@ -387,6 +387,13 @@ assert frame_gap["finding"] and frame_gap["difference"] > 0
 # the kinds of field: as many findings as chance alone gives at two SE
 assert kind_chance and n_kinds == 2 * 2 * len(METRICS)
 assert on_potential and any(on_potential.values())
+# the settings the text names: the tiny preset at 2,000 and 5,000 steps, 128 units wide;
+# the earlier book preset's 24,000 steps and the final preset's 14,000
+tiny = train.preset("tiny")
+assert (results["steps"], results_full["steps"]) == (2000, 5000) == (2000, tiny.steps)
+assert results["variants"]["sta"]["config"]["model"]["net_hidden"] == 128
+assert by_run["book-seed0-beta1"]["steps"] == 24000
+assert train.preset("book").steps == 14000
 # the validation log: validation digits only; the earlier preset lost the digit
 assert all(t["split"] == "val" for t in trials)
 assert by_run["book-seed0-beta1"]["train_kl_z0"] < 10
