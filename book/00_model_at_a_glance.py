@@ -103,7 +103,7 @@ _ = seed_everything(0)
 # encoder reads the first frame and a pair network reads each pair of consecutive frames.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.6))
 diagrams.graphical_model(axes[0], T=2)
 diagrams.inference_model(axes[1], T=2)
 plt.tight_layout()
@@ -166,7 +166,7 @@ for name in ("tiny", "book"):
 # $T$ transitions, latent size $D$, $M$ fields):
 
 # %%
-fig, ax = plt.subplots(figsize=(8.5, 5.6))
+fig, ax = plt.subplots(figsize=(7.0, 4.8))
 diagrams.pipeline(ax)
 plt.tight_layout()
 plt.show()

@@ -122,7 +122,7 @@ batch = gen.sample(512, generator=torch.Generator().manual_seed(2))
 print("frames", tuple(batch.frames.shape),
       "| spikes and speeds", tuple(batch.spikes.shape))
 
-fig, axes = plt.subplots(2, 2, figsize=(8.5, 3.6))
+fig, axes = plt.subplots(2, 2, figsize=(7.0, 3.1))
 for i, ax in enumerate(axes.flat):
     viz.plot_spike_raster(ax, batch.spikes[i], batch.names, speeds=batch.speeds[i],
                           title=f"sequence {i}")
@@ -165,7 +165,7 @@ for t in range(T):
     print(f"{t + 1:4d}  {on[t].mean():11.4f}  {sim_on[t]:9.4f}   "
           + "  ".join(f"{p:.3f}" for p in count[t]))
 
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0))
+fig, axes = plt.subplots(2, 1, figsize=(6.5, 5.6))
 steps = range(1, T + 1)
 axes[0].plot(steps, on.mean(1), "o-", label="exact, with rejection")
 axes[0].plot(steps, sim_on, "x", ms=9, label="simulated (100,000 sequences)")
@@ -174,8 +174,10 @@ for _ in range(T - 1):
     plain.append(0.1 + 0.8 * plain[-1])
 axes[0].plot(steps, plain, "s--", label="without rejection")
 axes[0].set_xlabel("step t")
-axes[0].set_ylabel("P(a transformation is on)")
-axes[0].legend()
+axes[0].set_ylabel("P(on)")
+axes[0].set_title("a given transformation is on")
+axes[0].legend(loc="lower right")
+axes[0].set_ylim(0, 0.7)
 bottom = torch.zeros(T, dtype=torch.float64)
 for n in range(1, K + 1):
     axes[1].bar(steps, count[:, n], bottom=bottom, label=f"{n} at once")
@@ -184,7 +186,7 @@ for n in range(1, K + 1):
 axes[1].set_xlabel("step t")
 axes[1].set_ylabel("share of sequences")
 axes[1].set_title("how many act at once (bars exact, ticks simulated)")
-axes[1].legend(loc="lower right")
+axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 plt.tight_layout()
 plt.show()
 
@@ -203,7 +205,7 @@ active = big.speeds[big.spikes > 0]
 total_rotation = 20.0 * big.speeds[..., 0].sum(1)
 print(f"active speeds: mean {active.mean():.3f}, "
       f"mean |speed - 1| {(active - 1).abs().mean():.3f} (Laplace scale 0.1)")
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.5))
 axes[0].hist(active.numpy(), bins=60, density=True)
 axes[0].set_xlabel("speed of an active step (units of the step size)")
 axes[1].hist(total_rotation.numpy(), bins=100)
@@ -250,7 +252,7 @@ print(f"fields active per step: true basis {active_true:.2f}, "
       f"mixed basis {active_mixed:.2f}")
 print(f"share of frame pairs in which exactly one transformation acts: {alone:.2f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.0))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.4))
 panels = [(axes[0], g, "true basis"), (axes[1], g_mixed, "mixed basis (45 degrees)")]
 for ax, values, name in panels:
     ax.scatter(values[:3000, 0], values[:3000, 1], s=3, alpha=0.3)

@@ -105,7 +105,7 @@ rot_part = torch.stack([
 drift = torch.tensor([0.3, -0.2])
 v = grad_part + rot_part + drift[:, None, None]
 
-fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.3))
+fig, axes = plt.subplots(1, 3, figsize=(7.0, 2.8))
 viz.plot_field(axes[0], X, Y, *grad_part, phi, "potential $\\nabla\\phi$",
                background_label="$\\phi$")
 viz.plot_field(axes[1], X, Y, *rot_part, psi,
@@ -142,7 +142,7 @@ errors = {
 for name, err in errors.items():
     print(f"max error of the recovered {name:22s}: below 1e-12? {err < 1e-12}")
 
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2))
 viz.plot_field(axes[0], X, Y, *parts.gradient, parts.potential,
                "recovered gradient part", background_label="$\\phi$")
 viz.plot_field(axes[1], X, Y, *parts.solenoidal, parts.stream,
@@ -190,7 +190,7 @@ with torch.no_grad():  # scale the random fields up, to make their motion visibl
     rot2.H.w.mul_(3.0)
 
 Xg, Yg, pts = viz.grid_points(25, 2.5)
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.1))
 panels = [(axes[0], pot2, "PotentialField"), (axes[1], rot2, "RotationalField")]
 for ax, field, name in panels:
     with torch.no_grad():
@@ -289,7 +289,7 @@ print(f"potential field: cell areas change by factors from {growth.min().item():
       f"to {growth.max().item():.1f}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2), layout="constrained")
 for ax, name in zip(axes, ["potential", "rotational"], strict=True):
     end = results[name]["path"][-1]
     cells = results[name]["change"].reshape(side - 1, side - 1)
@@ -426,7 +426,7 @@ def draw_mix(ax, mix, vlim):
 
 
 shared_vlim = fields.divergence(pot2, pts).abs().max().item()   # largest at lambda = 0
-fig, axes = plt.subplots(1, 3, figsize=(8.5, 3.0))
+fig, axes = plt.subplots(1, 3, figsize=(7.0, 2.5))
 mix_div = {mix: draw_mix(ax, mix, shared_vlim)
            for ax, mix in zip(axes, [0.0, 0.5, 1.0], strict=True)}
 plt.tight_layout()

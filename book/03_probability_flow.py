@@ -119,7 +119,7 @@ with torch.no_grad():
               f"median |KDE - predicted| {gap.abs().median().item():.3f}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2), layout="constrained")
 for ax, name in zip(axes, ["potential", "rotational"], strict=True):
     r = pushed[name]["result"]
     sc = ax.scatter(r.z[:4000, -1, 0], r.z[:4000, -1, 1], c=r.log_q[:4000, -1], s=2,
@@ -305,7 +305,7 @@ for name, s in stats.items():
           f"excess path length {s['excess']:.4f}, speed variation {s['speed']:.3f}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.6))
 for ax, (name, s) in zip(axes, stats.items(), strict=True):
     p = s["paths"][:, :60]
     ax.plot(torch.stack([start[:60, 0], straight_end[:60, 0]]),

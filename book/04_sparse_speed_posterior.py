@@ -85,7 +85,7 @@ print(f"share of active (t, m): {spikes.mean():.3f}; "
       f"mean active fields per step: {spikes.sum(-1).mean():.2f}")
 print("P(y_t = 1), t = 1..12:", " ".join(f"{p:.2f}" for p in prior.spike_marginals(12)))
 
-fig, axes = plt.subplots(2, 2, figsize=(8.5, 5.0), layout="constrained")
+fig, axes = plt.subplots(2, 2, figsize=(7.0, 4.2), layout="constrained")
 axes = axes.flat
 names = [f"field {m}" for m in range(4)]
 for i, ax in enumerate(axes[:3]):
@@ -129,7 +129,7 @@ plt.show()
 # {cite}`maddison2017concrete`). The trained preset of {ref}`ch-training` uses straight-through spikes.
 
 # %%
-fig, axes = plt.subplots(2, 3, figsize=(8.5, 5.4), sharex=True)
+fig, axes = plt.subplots(2, 3, figsize=(7.0, 4.6), sharex=True)
 for row, prob in enumerate([0.2, 0.5]):
     for col, tau in enumerate([1.0, 0.5, 0.1]):
         viz.plot_relaxed_spikes(axes[row, col], prob, tau)
@@ -345,7 +345,7 @@ slab_gap = torch.trapezoid(log_f.exp() * (log_f - log_g), fine).item()
 print(f"mass on the grid: data {mass_data:.4f}, prior {mass_prior:.4f}; "
       f"KL(data slab || prior slab) {slab_gap:.3f} nats")
 
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.1))
 steps = range(1, T_seq + 1)
 axes[0].plot(steps, data_on.mean(1), "o-",
              label=f"data: {K} chains, all-off steps redrawn (exact)")
@@ -496,7 +496,7 @@ print(f"held-out spike accuracy {scores['spike_accuracy']:.3f} "
 test = test_gen.sample(3, generator=torch.Generator().manual_seed(6))
 with torch.no_grad():
     out = posterior(test.frames)
-fig, axes = plt.subplots(2, 3, figsize=(8.5, 4.6))
+fig, axes = plt.subplots(2, 3, figsize=(7.0, 3.9))
 for i in range(3):
     viz.plot_spike_raster(axes[0, i], test.spikes[i], test.names,
                           title=f"test sequence {i}: true spikes")

@@ -114,7 +114,7 @@ def show_statement(fragment):
 a, s, x_obs = 1.5, 0.7, torch.tensor([1.2], dtype=torch.float64)
 post_mean, post_var = gaussian_toy_posterior(x_obs, a, s)
 means = torch.linspace(-0.5, 1.5, 201, dtype=torch.float64)
-fig, ax = plt.subplots(figsize=(8.5, 3.8))
+fig, ax = plt.subplots(figsize=(7.0, 3.2))
 exact_log_px = None
 for scale in [0.25, 1.0, 3.0]:
     var = (scale * post_var).expand_as(means)
@@ -551,7 +551,7 @@ panels = [("spike probability rho", relaxed["rho"], 1.0),
           ("straight-through spike y", hard["spikes"], 1.0),
           ("slab s", hard["slabs"], None),
           ("speed g = y s", hard["speeds"], None)]
-fig, axes = plt.subplots(2, 3, figsize=(8.5, 5.4))
+fig, axes = plt.subplots(2, 3, figsize=(7.0, 4.6))
 axes = axes.flat
 axes[5].axis("off")
 for ax, (title, values, top) in zip(axes, panels, strict=False):

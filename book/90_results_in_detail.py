@@ -349,7 +349,7 @@ glue("rec_beta1", round(sum(by_run["book-seed0-beta1"]["equivariance"][n]
 
 # %% [markdown]
 # The first trials widened the networks and trained longer: more steps helped, with diminishing returns; a
-# larger latent and a cosine learning rate did not. The run made with them, `book-seed0-beta1` (an earlier
+# larger latent and a cosine learning rate did not lower the error or raise recognition. The run made with them, `book-seed0-beta1` (an earlier
 # preset with the flow KLs weighted 1, 24,000 steps), learned one field per transformation but lost the digit:
 # its first latent carried about {glue:text}`kl_beta1:.0f` nats, and the classifier read the digit in its
 # predictions only {glue:text}`rec_beta1:.2f` times as often as in the truth. Chapter 6 says why and how the

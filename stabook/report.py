@@ -211,7 +211,7 @@ MARK = {True: "met", False: "**missed**", None: "not checked"}
 
 def targets_table(rows: list[dict]) -> str:
     """The rows of :func:`check_targets` as a Markdown table: target, STA's value, goal, met or missed."""
-    lines = ["| target | STA (mean ± std over seeds) | goal | |", "|---|---|---|---|"]
+    lines = ["| target | STA: mean ± std over seeds, or its lead | goal | status |", "|---|---|---|---|"]
     lines += [f"| {r['label']} | {r['text']} | {r['goal']} | {MARK[r['met']]} |" for r in rows]
     return "\n".join(lines)
 

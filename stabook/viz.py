@@ -17,9 +17,10 @@ __all__ = ["use_book_style", "grid_points", "plot_field", "plot_field_mix", "ani
            "show_readings"]
 
 
-#: the widest figure a chapter draws, in inches: at :func:`use_book_style`'s 96 dpi it fits the book's page column
+#: the widest figure a chapter draws, in inches: at :func:`use_book_style`'s 96 dpi (672 px) it fits the book's page
+#: column (about 690 px on a 1280 px wide screen)
 #: without being scaled down, so a 10-point label is read at 10 points
-PAGE_WIDTH = 8.5
+PAGE_WIDTH = 7.0
 
 #: the smallest font size (points) of any text in a figure
 MIN_FONT = 10
@@ -28,10 +29,10 @@ MIN_FONT = 10
 def use_book_style(dpi: int = 96):
     """Matplotlib settings shared by the chapters: figures drawn at the page's own scale (96 dpi, at most
     :data:`PAGE_WIDTH` inches wide), text at least :data:`MIN_FONT` points, clean axes."""
-    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": 11,
-                         "axes.titlesize": 11, "axes.labelsize": 11, "xtick.labelsize": MIN_FONT,
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": 10,
+                         "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": MIN_FONT,
                          "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
-                         "figure.titlesize": 12, "axes.spines.top": False, "axes.spines.right": False})
+                         "figure.titlesize": 11, "axes.spines.top": False, "axes.spines.right": False})
 
 
 def grid_points(n: int = 25, lim: float = 2.5, dtype=None):
@@ -130,6 +131,7 @@ def _to_hwc(img: torch.Tensor) -> np.ndarray:
 def show_sequences(frames: torch.Tensor, row_labels=None, size: float = 0.9, title: str | None = None):
     """Image grid of sequences ``[B, T + 1, C, H, W]``: one row per sequence, one column per frame."""
     B, T1 = frames.shape[:2]
+    size = min(size, (PAGE_WIDTH - 1.4) / T1)          # room for the row labels within the page width
     fig, axes = plt.subplots(B, T1, figsize=(size * T1, size * B), squeeze=False)
     for b in range(B):
         for t in range(T1):
@@ -158,6 +160,7 @@ def show_readings(rows, row_labels, readings, truths, size: float = 0.95, title:
         raise ValueError(f"rows, row_labels, readings and truths must have the same length, got {len(rows)}, "
                          f"{len(row_labels)}, {len(readings)} and {len(truths)}")
     n = rows[0].shape[0]
+    size = min(size, (PAGE_WIDTH - 1.4) / n)           # room for the row labels within the page width
     fig, axes = plt.subplots(len(rows), n, figsize=(size * n, 1.2 * size * len(rows)), squeeze=False)
     for r, (frames, reading, truth) in enumerate(zip(rows, readings, truths, strict=True)):
         for i in range(n):
@@ -231,7 +234,9 @@ def plot_relaxed_spikes(ax, prob: float, temperature: float, n: int = 20_000, se
 
 
 def plot_share_matrix(ax, matrix, row_names, col_names, title: str = ""):
-    """Heat map of a ``[K, M]`` matrix of shares (rows: ground-truth transformations, columns: fields)."""
+    """Heat map of a ``[K, M]`` matrix of shares (rows: ground-truth transformations, columns: fields); shares of
+    at least 0.05 are written in their cells with one decimal (smaller ones are left blank, so the cells stay
+    legible at page width)."""
     values = np.asarray(matrix, dtype=float)
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(values.shape[1]))
@@ -239,7 +244,8 @@ def plot_share_matrix(ax, matrix, row_names, col_names, title: str = ""):
     ax.set_yticks(range(values.shape[0]))
     ax.set_yticklabels(row_names)
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=10, color="white" if v > 0.6 else "black")
+        if v >= 0.05:
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=10, color="white" if v > 0.6 else "black")
     ax.set_title(title)
     return im
 
