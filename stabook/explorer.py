@@ -175,7 +175,8 @@ def _style(uid: str) -> str:
 #{uid} img.sta-sprite {{image-rendering: pixelated; display: block;}}
 #{uid} .sta-static figure {{display: inline-block; margin: 0 1em 0.6em 0;}}
 #{uid} .sta-view {{display: flex; gap: 1.5em; align-items: flex-start; flex-wrap: wrap;}}
-#{uid} .sta-frame {{image-rendering: pixelated; background-repeat: no-repeat; border: 1px solid #888; box-sizing: content-box;}}
+#{uid} .sta-frame {{image-rendering: pixelated; background-repeat: no-repeat; border: 1px solid #888;
+  box-sizing: content-box;}}
 #{uid} .sta-digits button {{margin: 0 0.3em 0.3em 0; padding: 0.2em 0.6em; cursor: pointer;}}
 #{uid} .sta-digits button.sta-on {{font-weight: bold; outline: 2px solid #36c;}}
 #{uid} .sta-slider {{display: grid; grid-template-columns: 10em 14em 4em; align-items: center; gap: 0.5em;}}
