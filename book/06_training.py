@@ -230,9 +230,9 @@ glue("quiet_minutes", round(quiet_minutes, 1), display=False)
 glue("wall_minutes", round(wall["seconds"] / 60), display=False)
 
 # %% [markdown]
-# The wall clock of a shared machine measures its load as much as the model. The cost is the time per step on
-# one quiet CPU thread ({glue:text}`quiet_s_per_step:.3f` s, `benchmarks/bench_train.py`) times the preset's
-# steps: about {glue:text}`quiet_minutes:.0f` minutes per seed.
+# The cost, not the wall clock of a shared machine, is the time per step on one quiet CPU thread
+# ({glue:text}`quiet_s_per_step:.3f` s, `benchmarks/bench_train.py`) times the preset's steps: about
+# {glue:text}`quiet_minutes:.0f` minutes per seed.
 #
 # ## The loss terms over training
 

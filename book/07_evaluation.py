@@ -383,11 +383,10 @@ glue("sum_gap", round((rotate_alone + hue_alone - both).abs().max().item(), 2),
 # {glue:text}`comp_identity_low:.3f` to {glue:text}`comp_identity_high:.3f` for decoded $z_0$). With fixed
 # summed speeds they do nearly as well ({glue:text}`comp_summed_low:.3f` to
 # {glue:text}`comp_summed_high:.3f`, at most {glue:text}`comp_excess` above the inferred speeds' error in any
-# pair), and far better than the first transformation alone. The speed vectors say why: rotation alone moves
+# pair), and far better than the first transformation alone. Rotation alone moves
 # {glue:text}`moving_rot`, hue alone {glue:text}`moving_hue`, and both together move
 # {glue:text}`moving_both` at nearly the sum of the two speed vectors (the largest difference is
-# {glue:text}`sum_gap:.2f`). For these transformations the learned fields are an additive basis: applying two
-# at once means adding their speeds.
+# {glue:text}`sum_gap:.2f`): the learned fields are an additive basis of these transformations.
 #
 # ## Seed 0's evaluation, in the released code's form
 #
@@ -509,14 +508,11 @@ glue("kind_expected", round(kind_expected, 1), display=False)
 # * **Sparsity.** Dense speeds disentangle worse: dominance score {glue:text}`tiny_dense_score` and matched
 #   share {glue:text}`tiny_dense_matched_share` against STA's {glue:text}`tiny_sta_score` and
 #   {glue:text}`tiny_sta_matched_share` ({glue:text}`sp_score_z:.1f` and {glue:text}`sp_share_z:.1f` SE, both
-#   findings). Dense speeds also change the speeds' sign and prior, so this is the effect of that bundle, not of
-#   sparsity alone.
+#   findings); dense speeds also change the speeds' sign and prior, so this is the effect of that bundle.
 # * **Kinds of field.** Six potential or six rotational fields do as well as STA's three of each:
 #   among the {glue:text}`kind_n` differences at the two budgets the number of findings is
-#   {glue:text}`kind_count`, about the {glue:text}`kind_expected:.1f` that chance alone would give. The Helmholtz split is a split of the
-#   *latent* flow, and nothing requires a rotation of the image to be a rotational field in latent space; what
-#   the kind of field changes is how the flow moves probability mass (chapters 2 and 3), which these metrics do
-#   not see.
+#   {glue:text}`kind_count`, about the {glue:text}`kind_expected:.1f` that chance alone would give. The kind of
+#   field changes how the flow moves probability mass (chapters 2 and 3), which these metrics do not see.
 # * **Likelihood.** The VAE keeps the better bound on single frames (by {glue:text}`frame_gap:.1f` nats,
 #   {glue:text}`frame_gap_z:.1f` SE). On sequences STA's IWAE bound ({glue:text}`tiny_sta_sequence_nats_k100`
 #   nats) and the VAE's ({glue:text}`tiny_vae_sequence_nats_k100`) differ by {glue:text}`seq_z:+.1f` SE, not
