@@ -658,10 +658,9 @@ assert sp_score["finding"] and sp_share["finding"] and sp_share["difference"] > 
 assert kind_chance and not seq["finding"]
 assert frame_gap["finding"] and frame_gap["difference"] > 0
 # at the short budget the VAE wins most of its comparisons with STA
-short = [verdict(results, "vae", "sta", k) for k in METRICS
-         if k in results["variants"]["vae"]["summary"]]
-vae_wins = [v for v, k in zip(short, [k for k in METRICS if k in
-            results["variants"]["vae"]["summary"]], strict=True)
+short = {k: verdict(results, "vae", "sta", k) for k in METRICS
+         if k in results["variants"]["vae"]["summary"]}
+vae_wins = [k for k, v in short.items()
             if v["finding"] and (v["difference"] > 0) == ("nats" in k)]
 assert 2 * len(vae_wins) > len(short)
 print("all checks passed")

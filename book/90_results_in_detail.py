@@ -156,6 +156,15 @@ def vae_ahead(res, key):
             and better(stat(res, "vae", key)["mean"], stat(res, v, key)["mean"])]
 
 
+def glue_sparsity(res, prefix, share, score):
+    # STA's and dense speeds' matched share and dominance score, and the two verdicts
+    for key in ("matched_share", "score"):
+        for variant in ("sta", "dense"):
+            glue(f"{prefix}_{variant}_{key}", pm(res, variant, key), display=False)
+    glue(f"{prefix}_share_z", round(share["z"], 1), display=False)
+    glue(f"{prefix}_score_z", round(score["z"], 1), display=False)
+
+
 def z_from_one(res, variant, key):
     # how many standard errors a mean ratio lies below 1 (its own standard error)
     s = stat(res, variant, key)
@@ -194,11 +203,7 @@ glue("sequence_gap_high", round(max(sequence_gaps)), display=False)
 glue("gap_z", round(gap_z, 1), display=False)
 glue("share_low", round(min(shares_flow), 2), display=False)
 glue("share_high", round(max(shares_flow), 2), display=False)
-for key in ("matched_share", "score"):
-    for variant in ("sta", "dense"):
-        glue(f"short_{variant}_{key}", pm(r, variant, key), display=False)
-glue("short_share_z", round(v_share["z"], 1), display=False)
-glue("short_score_z", round(v_score["z"], 1), display=False)
+glue_sparsity(r, "short", v_share, v_score)
 glue("kinds_short", len(kinds_short), display=False)
 dense_model = r["variants"]["dense"]["config"]["model"]
 glue("dense_sigma", f"{dense_model['dense_sigma']:g}", display=False)
@@ -268,11 +273,7 @@ for v in FLOW + ["vae"]:
 glue("full_vae_scale", pm(f, "vae", "ratio_scale"), display=False)
 glue("hue_low", round(min(hue_means), 2), display=False)
 glue("hue_high", round(max(hue_means), 2), display=False)
-for key in ("score", "matched_share"):
-    for variant in ("sta", "dense"):
-        glue(f"full_{variant}_{key}", pm(f, variant, key), display=False)
-glue("full_score_z", round(sp_score["z"], 1), display=False)
-glue("full_share_z", round(sp_share["z"], 1), display=False)
+glue_sparsity(f, "full", sp_share, sp_score)
 glue("worst_rotate_z", round(abs(worst_vs_sta["ratio_rotate"]["z"]), 1), display=False)
 glue("worst_seq_z", round(abs(worst_vs_sta["sequence_nats_k100"]["z"]), 1),
      display=False)

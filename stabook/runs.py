@@ -23,8 +23,8 @@ from .model import STA
 from .runtime import get_device
 
 __all__ = ["CHECKPOINT", "HISTORY", "METRICS", "LOCK", "COMMAND", "RUN_FILES", "EXPORT_FILES", "RunError",
-           "save_checkpoint", "load_checkpoint", "require_keys", "check_checkpoint", "read_config", "folder_kind",
-           "folder_contents", "load_model", "export_run", "write_atomic", "holds_run", "run_lock",
+           "save_checkpoint", "load_checkpoint", "require_keys", "check_checkpoint", "load_checked", "read_config",
+           "folder_kind", "folder_contents", "load_model", "export_run", "write_atomic", "holds_run", "run_lock",
            "sweep_temporaries", "read_metrics", "wall_time", "resume_changes", "resume_command", "start_command"]
 
 CHECKPOINT = "checkpoint.pt"
@@ -143,6 +143,15 @@ def check_checkpoint(state: dict, path, config: TrainConfig | None = None) -> Tr
     return saved
 
 
+def load_checked(file, map_location="cpu") -> tuple[dict, TrainConfig]:
+    """A checkpoint file's contents and settings, checked (:func:`check_checkpoint`) against themselves and
+    against the ``config.json`` beside it, if there is one."""
+    file = Path(file)
+    state = load_checkpoint(file, map_location=map_location)
+    config = read_config(file.parent) if (file.parent / "config.json").exists() else None
+    return state, check_checkpoint(state, file, config)
+
+
 def load_model(run_dir, device="cpu") -> tuple[STA, dict]:
     """The trained model of a run directory (or a checkpoint file): an :class:`STA`, or a
     :class:`stabook.baselines.FrameVAE` for ``model_kind="vae"``; and the checkpoint's contents. The checkpoint
@@ -150,9 +159,7 @@ def load_model(run_dir, device="cpu") -> tuple[STA, dict]:
     path = Path(run_dir)
     device = get_device(str(device)) if device is not None else torch.device("cpu")
     file = path / CHECKPOINT if path.is_dir() else path
-    state = load_checkpoint(file, map_location=device)
-    config = read_config(file.parent) if (file.parent / "config.json").exists() else None
-    saved = check_checkpoint(state, file, config)
+    state, saved = load_checked(file, map_location=device)
     model = build_model(saved.model_kind, saved.model).to(device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -172,18 +179,15 @@ def export_run(run_dir, out_dir, command: str, overwrite: bool = False) -> Path:
     if out_dir.resolve() == run_dir.resolve():
         raise RunError(f"export would replace the run's own checkpoint in {run_dir} by a weights-only copy (which "
                        f"cannot be resumed); choose another output folder")
-    config = read_config(run_dir) if (run_dir / "config.json").exists() else None
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    check_checkpoint(state, run_dir / CHECKPOINT, config)
-    require_keys(state, run_dir / CHECKPOINT)
+    state = require_keys(load_checked(run_dir / CHECKPOINT)[0], run_dir / CHECKPOINT)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"{out_dir} is a file; export writes a folder: choose another output folder")
     kind = folder_kind(out_dir)
     if kind == "export" and not _same_run(load_checkpoint(out_dir / CHECKPOINT), state):
         kind = "another run's export"
     if kind not in ("missing", "empty", "export") and not overwrite:
-        what = {"run": "a resumable run", "unstarted": "an unstarted run"}.get(kind, kind) if kind != "other" \
-            else "files that are not a finished export"
+        what = {"run": "a resumable run", "unstarted": "an unstarted run",
+                "other": "files that are not a finished export"}.get(kind, kind)
         raise RunError(f"{out_dir} holds {what} ({', '.join(folder_contents(out_dir))}); export refuses to "
                        f"write over it: choose another output folder, or replace its files with --overwrite "
                        f"(overwrite=True)")

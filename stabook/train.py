@@ -40,11 +40,10 @@ from .runs import (
     METRICS,
     RUN_FILES,
     RunError,
-    check_checkpoint,
     folder_contents,
     folder_kind,
     holds_run,
-    load_checkpoint,
+    load_checked,
     load_model,
     read_config,
     read_metrics,
@@ -247,9 +246,7 @@ def _check_resume(config: TrainConfig, device, max_steps) -> tuple[dict, dict]:
                            f"{start_command(read_config(run_dir))}")
         raise FileNotFoundError(f"no checkpoint at {ckpt_path}: nothing to resume (start a fresh run without "
                                 f"resume)")
-    state = load_checkpoint(ckpt_path, map_location=device)
-    folder = read_config(run_dir) if (run_dir / "config.json").exists() else None
-    saved = check_checkpoint(state, ckpt_path, folder)
+    state, saved = load_checked(ckpt_path, map_location=device)
     require_keys(state, ckpt_path)
     if "optimizer" not in state:
         raise RunError(f"{ckpt_path} is a weights-only export (no optimiser or random state): it can be "

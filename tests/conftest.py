@@ -1,3 +1,7 @@
+import hashlib
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -35,3 +39,33 @@ class LinearField(VectorField):
 
     def velocity(self, z, t):
         return z @ self.A.T
+
+
+#: the settings of a run the command-line tests train in a second or two
+SMALL = ["latent_dim=4", "n_potential=2", "n_rotational=1", "field_hidden=8", "net_width=8", "net_hidden=32",
+         "posterior_width=8", "posterior_hidden=32", "T=2", "batch_size=4", "eval_sequences=4", "eval_k=1",
+         "log_every=1", "device=cpu"]
+SETS = [x for s in SMALL for x in ("--set", s)]
+
+
+def file_hashes(folder, skip=()) -> dict:
+    """Every file under ``folder`` (but those named in ``skip``) by its SHA-256: equal dicts, byte-identical files."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name not in skip}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished two-step run, made once per test module; tests work on copies (:func:`run`)."""
+    from stabook.__main__ import main
+
+    run = tmp_path_factory.mktemp("runs") / "finished"
+    assert main(["train", "--quiet", "--steps", "2", "--run-dir", str(run), *SETS]) == 0
+    return run
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy

@@ -1,7 +1,6 @@
 """No command loses a run, second pass: eval, export, resume and overwrite. Every refusal leaves every file of the
 folder byte-identical (hashed before and after)."""
 
-import hashlib
 import json
 import shlex
 import shutil
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import digit_sequences
+from conftest import SETS, SMALL, digit_sequences, file_hashes
 
 import stabook.__main__ as cli
 from stabook import data, doctor, metrics, runs
@@ -17,17 +16,12 @@ from stabook import train as training
 from stabook.__main__ import main
 from stabook.model import STA, STAConfig
 
-SMALL = ["latent_dim=4", "n_potential=2", "n_rotational=1", "field_hidden=8", "net_width=8", "net_hidden=32",
-         "posterior_width=8", "posterior_hidden=32", "T=2", "batch_size=4", "eval_sequences=4", "eval_k=1",
-         "log_every=1", "device=cpu"]
-SETS = [x for s in SMALL for x in ("--set", s)]
 EVAL = ["--n", "4", "--k", "1", "--floor-steps", "0"]
 
 
 def _snapshot(folder: Path) -> dict:
     """Every file under ``folder`` (the lock file included) by its SHA-256."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return file_hashes(folder)
 
 
 def _refused(argv, capsys, match, *folders):
@@ -40,21 +34,6 @@ def _refused(argv, capsys, match, *folders):
     assert "Traceback" not in captured and err.startswith("error: ") and match in err, captured
     assert [_snapshot(f) for f in folders] == before
     return err
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished two-step run, made once; tests work on copies."""
-    run = tmp_path_factory.mktemp("runs") / "finished"
-    assert main(["train", "--quiet", "--steps", "2", "--run-dir", str(run), *SETS]) == 0
-    return run
-
-
-@pytest.fixture
-def run(finished, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
-    return copy
 
 
 def _diverge(monkeypatch, after: int = 0):

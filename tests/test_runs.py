@@ -1,6 +1,5 @@
 """No command loses a run: refusals change no file, every user error is one clear line with exit status 2."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,36 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import digit_sequences
+from conftest import SETS, digit_sequences, file_hashes
 
 from stabook import data, runs
 from stabook.__main__ import main
 from stabook.model import STA, STAConfig
 
-SMALL = ["latent_dim=4", "n_potential=2", "n_rotational=1", "field_hidden=8", "net_width=8", "net_hidden=32",
-         "posterior_width=8", "posterior_hidden=32", "T=2", "batch_size=4", "eval_sequences=4", "eval_k=1",
-         "log_every=1", "device=cpu"]
-SETS = [x for s in SMALL for x in ("--set", s)]
-
 
 def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != runs.LOCK}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished two-step run, made once; tests work on copies."""
-    run = tmp_path_factory.mktemp("runs") / "finished"
-    assert main(["train", "--quiet", "--steps", "2", "--run-dir", str(run), *SETS]) == 0
-    return run
-
-
-@pytest.fixture
-def run(finished, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
-    return copy
+    return file_hashes(folder, skip={runs.LOCK})
 
 
 def _refused(argv, capsys, match, folder=None):
@@ -296,3 +274,11 @@ def test_eval_on_the_validation_split_with_the_digit_classifier(run, capsys):
     assert "identity" not in printed                 # the baselines by their names: over x_0, over decoded z_0
     assert "matched share" in printed
     _refused(["eval", str(run), "--recognition", "--recognition-steps", "0"], capsys, "--recognition-steps")
+
+
+def test_load_checked_returns_the_checkpoint_and_its_settings(run):
+    state, saved = runs.load_checked(run / runs.CHECKPOINT)
+    assert saved == runs.read_config(run) and state["step"] == 2
+    (run / "config.json").write_text((run / "config.json").read_text().replace('"latent_dim": 4', '"latent_dim": 5'))
+    with pytest.raises(ValueError, match="does not belong to its folder"):
+        runs.load_checked(run / runs.CHECKPOINT)
